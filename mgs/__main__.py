@@ -1,0 +1,7 @@
+"""`python -m mgs ...` (and `torchrun -m mgs ...`) runs the CLI."""
+
+import sys
+
+from mgs.cli import main
+
+sys.exit(main())
