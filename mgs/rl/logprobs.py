@@ -1,0 +1,172 @@
+"""Per-token log-probabilities (and entropies) of completions under a policy, memory-lean and differentiable.
+
+The naive way (full logits -> float32 log_softmax -> gather) materialises [B, T, V] floats: for a 49k vocabulary
+that is the largest tensor of an RL step. Here the transformer body runs once, then only the completion
+positions go through the LM head, in chunks of `chunk_tokens` tokens, each chunk reduced to (logp, entropy) with
+a float32 logsumexp. Under autograd each chunk is checkpointed, so backward recomputes its logits instead of
+keeping them. `build_batch` turns `Completion`s into right-padded (prompt + completion) tensors, sorted by length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from mgs.rl.rollout import Completion
+
+
+def _body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(decoder body returning hidden states, LM head) of an HF causal LM, also when wrapped by peft."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if body is None or head is None:
+        raise TypeError(
+            f"{type(base).__name__} doesn't expose a decoder body and an LM head (get_decoder / "
+            "get_output_embeddings); token_logprobs needs an HF causal LM"
+        )
+    return body, head
+
+
+def _chunk_logp_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden [N, H], targets [N] -> (logp [N] float32, entropy [N] float32)."""
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lse = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+    probs = torch.softmax(logits, dim=-1)
+    entropy = lse - (probs * logits).sum(-1)
+    return logp, entropy
+
+
+def token_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    start: int | torch.Tensor,
+    return_entropy: bool = True,
+    chunk_tokens: int = 2048,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each token from position `start` on, given the tokens before it.
+
+    input_ids, attention_mask [B, T]: right-padded sequences (prompt + completion).
+    start: int (same completion start for every row) or LongTensor [B] (per-row start = prompt length).
+    Returns logp [B, Tc] float32 with Tc = T - min(start); column j of row b is the token at position start[b] + j;
+    positions past the row's end or on padding are 0. entropy [B, Tc] (of the next-token distribution at the same
+    places, detached: a diagnostic) or None. `temperature` divides the logits (match the sampling temperature).
+    Gradients flow into logp.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be [B, T]")
+    if chunk_tokens <= 0:
+        raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
+    B, T = input_ids.shape
+    device = input_ids.device
+    start_b = (torch.full((B,), int(start), dtype=torch.long) if not torch.is_tensor(start) else start.long()).to(device)
+    if start_b.shape != (B,) or int(start_b.min()) < 1 or int(start_b.max()) > T:
+        raise ValueError(f"start must be an int or [B] tensor with 1 <= start <= T={T}, got {start}")
+    Tc = T - int(start_b.min())
+
+    body, head = _body_and_head(model)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # [B, T, H]
+
+    # target (b, j) is token start[b] + j, predicted from the hidden state one position earlier
+    cols = start_b[:, None] + torch.arange(Tc, device=device)[None, :]  # [B, Tc]
+    in_range = cols < T
+    cols_c = cols.clamp(max=T - 1)
+    valid = in_range & attention_mask.gather(1, cols_c).bool()  # [B, Tc]
+    b_idx, j_idx = valid.nonzero(as_tuple=True)
+    pos = cols[b_idx, j_idx]
+    h = hidden[b_idx, pos - 1]  # [N, H]
+    targets = input_ids[b_idx, pos]  # [N]
+
+    weight, bias = head.weight, getattr(head, "bias", None)
+    use_ckpt = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    logp_parts, ent_parts = [], []
+    for s in range(0, h.shape[0], chunk_tokens):
+        args = (h[s : s + chunk_tokens], weight, bias, targets[s : s + chunk_tokens], temperature)
+        if use_ckpt:
+            lp, ent = checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logp_entropy(*args)
+        logp_parts.append(lp)
+        ent_parts.append(ent.detach())
+    flat_logp = torch.cat(logp_parts) if logp_parts else hidden.new_zeros(0, dtype=torch.float32)
+    logp = torch.zeros(B, Tc, dtype=torch.float32, device=device).index_put((b_idx, j_idx), flat_logp)
+    entropy = None
+    if return_entropy:
+        flat_ent = torch.cat(ent_parts) if ent_parts else flat_logp.detach()
+        entropy = torch.zeros(B, Tc, dtype=torch.float32, device=device).index_put((b_idx, j_idx), flat_ent)
+    return logp, entropy
+
+
+@dataclass
+class CompletionBatch:
+    """Right-padded (prompt + completion) rows; row i is `completions[order[i]]`.
+
+    input_ids, attention_mask [B, T]; start [B] (prompt lengths: the completion of row b starts at start[b]);
+    completion_mask [B, Tc] (1 on completion tokens, aligned with `token_logprobs(..., start=start)` output);
+    order [B] the permutation applied (sorted by total length, longest first).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    start: torch.Tensor
+    completion_mask: torch.Tensor
+    order: list[int]
+
+    def to(self, device: torch.device | str) -> "CompletionBatch":
+        return CompletionBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.start.to(device),
+            self.completion_mask.to(device), self.order,
+        )
+
+
+def build_batch(
+    completions: Sequence[Completion], *, pad_token_id: int, sort_by_length: bool = True
+) -> CompletionBatch:
+    """Stack completions into one right-padded batch (on CPU; `.to(device)` it). Completions with no tokens are
+    allowed (their mask row is all 0)."""
+    if not completions:
+        raise ValueError("build_batch needs at least one completion")
+    lengths = [len(c.prompt_ids) + len(c.completion_ids) for c in completions]
+    order = sorted(range(len(completions)), key=lambda i: (-lengths[i], i)) if sort_by_length else list(range(len(completions)))
+    prompt_lens = [len(completions[i].prompt_ids) for i in order]
+    if min(prompt_lens) == 0:
+        raise ValueError("a completion has an empty prompt; token_logprobs needs >= 1 prompt token to condition on")
+    T = max(lengths)
+    Tc = T - min(prompt_lens)
+    B = len(order)
+    input_ids = torch.full((B, T), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, T), dtype=torch.long)
+    completion_mask = torch.zeros((B, Tc), dtype=torch.long)
+    for row, i in enumerate(order):
+        c = completions[i]
+        ids = list(c.prompt_ids) + list(c.completion_ids)
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        completion_mask[row, : len(c.completion_ids)] = 1
+    return CompletionBatch(input_ids, attention_mask, torch.tensor(prompt_lens, dtype=torch.long), completion_mask, order)
+
+
+def plan_micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped (longest first) so that each group's padded size rows x max_len stays <= max_tokens
+    (a single over-long sequence gets a group of its own)."""
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups

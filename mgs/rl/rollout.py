@@ -1,0 +1,203 @@
+"""Rollout backends: prompts (token ids) -> sampled completions (token ids + decoded text).
+
+Generation dominates RL time on small models, so the HF backend is built for throughput while staying exact:
+rows (prompt x sample) are sorted by prompt length and cut into batches of `max_batch_size` (less padding, and a
+batch of long answers doesn't hold short ones back); on CUDA it uses a static KV cache with compiled decoding,
+sized once for the worst case so later calls don't recompile. Prompts stay token ids end to end: nothing is
+re-encoded, each completion is decoded once. Sampling is reproducible for a seed (a forked RNG; the global RNG is
+left untouched). Backends live in `ROLLOUT_BACKENDS` so a vLLM backend can be added with the same interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from mgs.registry import Registry
+
+
+@dataclass
+class Completion:
+    """One sampled answer. `completion_ids` exclude padding and end with the EOS token iff `finished`."""
+
+    prompt_index: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    text: str
+    finished: bool
+
+
+class RolloutBackend(Protocol):
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        num_samples: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int,
+    ) -> list[Completion]:
+        """`num_samples` consecutive completions per prompt, in prompt order; temperature 0 = greedy."""
+        ...
+
+
+ROLLOUT_BACKENDS: Registry[type] = Registry("rollout backend")
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def split_at_eos(row: Sequence[int], eos_ids: set[int]) -> tuple[list[int], bool]:
+    """Generated ids -> (ids up to and including the first EOS, finished). Without an EOS the row is kept whole."""
+    for i, t in enumerate(row):
+        if t in eos_ids:
+            return list(row[: i + 1]), True
+    return list(row), False
+
+
+@ROLLOUT_BACKENDS.register("hf")
+class HFGenerateBackend:
+    """Rollouts with transformers' `generate`.
+
+    cache_implementation: "static" (preallocated KV cache; with `compile` on CUDA the decode step is compiled and
+    CUDA-graphed by transformers) or "dynamic". Defaults: static + compile on CUDA, dynamic on CPU.
+    length_multiple: prompts are left-padded to a multiple of this so the static cache and compiled graphs see few
+    distinct shapes (default 64 on CUDA, 1 on CPU).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        max_batch_size: int = 64,
+        cache_implementation: str | None = None,
+        compile: bool | None = None,
+        length_multiple: int | None = None,
+    ) -> None:
+        if max_batch_size <= 0:
+            raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
+        on_cuda = self._device(model).type == "cuda"
+        cache_implementation = cache_implementation or ("static" if on_cuda else "dynamic")
+        if cache_implementation not in ("static", "dynamic"):
+            raise ValueError(f"cache_implementation must be 'static' or 'dynamic', got {cache_implementation!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.cache_implementation = cache_implementation
+        self.compile = bool(on_cuda and cache_implementation == "static") if compile is None else bool(compile)
+        self.length_multiple = length_multiple or (64 if on_cuda else 1)
+        self.pad_token_id = tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            raise ValueError("tokenizer has no pad token; load the policy with mgs.rl.model.load_policy")
+        self.eos_ids = self._eos_ids(model, tokenizer)
+        self._max_cache_len = 0  # grows only: keeps the static cache (and compiled graphs) stable across calls
+
+    @staticmethod
+    def _device(model: torch.nn.Module) -> torch.device:
+        return next(model.parameters()).device
+
+    @staticmethod
+    def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:
+        ids: set[int] = set()
+        gc_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        for e in (gc_eos, tokenizer.eos_token_id):
+            if isinstance(e, int):
+                ids.add(e)
+            elif e is not None:
+                ids.update(int(x) for x in e)
+        if not ids:
+            raise ValueError("no EOS token id in the tokenizer or generation config; generation could not stop")
+        return ids
+
+    def _generation_config(self, *, max_new_tokens: int, temperature: float, top_p: float, prompt_len: int):
+        from transformers import GenerationConfig
+
+        greedy = temperature == 0.0
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=not greedy,
+            # top_k=0 turns off transformers' default top-k of 50: RL samples from the full distribution
+            top_k=0,
+            top_p=1.0 if greedy else top_p,
+            temperature=1.0 if greedy else temperature,
+            eos_token_id=sorted(self.eos_ids),
+            pad_token_id=self.pad_token_id,
+            use_cache=True,
+            cache_implementation=self.cache_implementation,
+            disable_compile=not self.compile,
+        )
+        if self.cache_implementation == "static":
+            self._max_cache_len = max(self._max_cache_len, prompt_len + max_new_tokens)
+            kwargs["max_cache_len"] = self._max_cache_len
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if bos is not None:
+            kwargs["bos_token_id"] = bos
+        return GenerationConfig(**kwargs)
+
+    def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Row indices grouped into batches of <= max_batch_size rows of similar length (longest first)."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        return [order[i : i + self.max_batch_size] for i in range(0, len(order), self.max_batch_size)]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        num_samples: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int,
+    ) -> list[Completion]:
+        if num_samples <= 0 or max_new_tokens <= 0:
+            raise ValueError(f"num_samples and max_new_tokens must be positive, got {num_samples}, {max_new_tokens}")
+        if temperature < 0 or not 0.0 < top_p <= 1.0:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("empty prompt: every prompt needs at least one token (encode it with encode_prompts)")
+        rows = [p for p in range(len(prompt_ids)) for _ in range(num_samples)]  # row -> prompt index
+        device = self._device(self.model)
+        generated: list[list[int] | None] = [None] * len(rows)
+        was_training = self.model.training
+        self.model.eval()
+        fork_devices = [device] if device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=fork_devices):
+                torch.manual_seed(seed)
+                for batch in self.plan_batches([len(prompt_ids[r]) for r in rows]):
+                    for row, ids in zip(batch, self._generate_batch(
+                        [prompt_ids[rows[i]] for i in batch], device, max_new_tokens, temperature, top_p
+                    )):
+                        generated[row] = ids
+        finally:
+            self.model.train(was_training)
+        out: list[Completion] = []
+        split = [split_at_eos(g, self.eos_ids) for g in generated]  # type: ignore[arg-type]
+        texts = self.tokenizer.batch_decode([ids for ids, _ in split], skip_special_tokens=True)
+        for row, ((ids, finished), text) in enumerate(zip(split, texts)):
+            p = rows[row]
+            out.append(Completion(p, list(prompt_ids[p]), ids, text, finished))
+        return out
+
+    def _generate_batch(
+        self, prompts: list[list[int]], device: torch.device, max_new_tokens: int, temperature: float, top_p: float
+    ) -> list[list[int]]:
+        width = _round_up(max(len(p) for p in prompts), self.length_multiple)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attention_mask[i, width - len(p) :] = 1
+        config = self._generation_config(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, prompt_len=width
+        )
+        sequences = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+        )
+        return sequences[:, width:].tolist()
