@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from mgs.domains.base import Domain, RewardResult, Sample
+from mgs.domains.template import apply_template, score_responses, split_response
 
 __all__ = ["EvalResult", "evaluate_domain", "stderr_of_mean", "aggregate"]
 
 
 @dataclass
 class EvalResult:
-    """`metrics`: flat name -> float (the domain's metrics + `score_mean`, `score_stderr`, `<main>_stderr`, counts);
+    """`metrics`: flat name -> float (the domain's metrics + `reward_mean`, `reward_stderr`, `<main>_stderr`, counts);
     `records`: one dict per response (uid, sample_index, prompt, response, score, parts, info, finished)."""
 
     metrics: dict[str, float]
@@ -48,32 +49,6 @@ def _encode(tokenizer: Any, messages_list: list[list[dict[str, str]]]) -> list[l
     return [list(ids) for ids in encode_prompts(tokenizer, messages_list)]
 
 
-def _apply_template(template: str, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    if template == "none":
-        return [dict(m) for m in messages]
-    from mgs.domains import template as tpl
-
-    return list(tpl.apply_template(template, messages))
-
-
-def _split(template: str, text: str) -> str:
-    """The part of a completion the reward sees (the thinking part is stripped for the think template)."""
-    if template == "none":
-        return text
-    from mgs.domains.template import split_response
-
-    return split_response(text, template) if _takes_template(split_response) else split_response(text)
-
-
-def _takes_template(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    try:
-        return len(inspect.signature(fn).parameters) >= 2
-    except (TypeError, ValueError):
-        return False
-
-
 def aggregate(
     domain: Domain,
     samples: Sequence[Sample],
@@ -83,9 +58,10 @@ def aggregate(
 ) -> dict[str, float]:
     """Metrics of scored responses: `results_per_sample[i]` are the k results of `samples[i]`.
 
-    The domain's `metrics()` over all (sample, result) pairs (= avg@k for per-prompt means), plus `score_mean`
-    (mean reward, None excluded), `score_stderr`, `none_frac`, `num_prompts`, `num_samples`, and for `main_metric`
-    its per-prompt standard error `<main_metric>_stderr` (the domain's metrics of each prompt's k results)."""
+    The domain's `metrics()` over all (sample, result) pairs (= avg@k for per-prompt means), plus `reward_mean`
+    (mean reward, None excluded), `reward_stderr`, `reward_none_frac`, `num_prompts`, `samples_per_prompt`, and for
+    `main_metric` its standard error over prompts `<main_metric>_stderr` (from the domain's metrics of each prompt's
+    k results; prompts where it is undefined, e.g. all responses unscorable, are left out)."""
     if len(samples) != len(results_per_sample):
         raise ValueError(f"{len(samples)} samples but {len(results_per_sample)} result lists")
     if not samples:
@@ -94,26 +70,32 @@ def aggregate(
     flat_results = [r for rs in results_per_sample for r in rs]
     metrics = {k: float(v) for k, v in domain.metrics(flat_samples, flat_results).items()}
 
-    per_prompt_score: list[float] = []
+    per_prompt_reward: list[float] = []
     none_count = 0
     for rs in results_per_sample:
         scored = [r.score for r in rs if r.score is not None]
         none_count += len(rs) - len(scored)
         if scored:
-            per_prompt_score.append(sum(scored) / len(scored))
-    metrics["score_mean"] = sum(per_prompt_score) / len(per_prompt_score) if per_prompt_score else float("nan")
-    metrics["score_stderr"] = stderr_of_mean(per_prompt_score)
-    metrics["none_frac"] = none_count / len(flat_results)
-    metrics["num_prompts"] = float(len(samples))
-    metrics["num_samples"] = float(len(flat_results) / len(samples))
+            per_prompt_reward.append(sum(scored) / len(scored))
+    ours = {
+        "reward_mean": sum(per_prompt_reward) / len(per_prompt_reward) if per_prompt_reward else float("nan"),
+        "reward_stderr": stderr_of_mean(per_prompt_reward),
+        "reward_none_frac": none_count / len(flat_results),
+        "num_prompts": float(len(samples)),
+        "samples_per_prompt": len(flat_results) / len(samples),
+    }
+    clash = sorted(set(ours) & set(metrics))
+    if clash:
+        raise ValueError(f"domain {domain.name!r} metrics use reserved names {clash}; rename them in its metrics()")
+    metrics.update(ours)
 
     if main_metric is not None:
         if main_metric not in metrics:
             raise KeyError(f"main metric {main_metric!r} is not among the domain's metrics {sorted(metrics)}")
-        if main_metric not in ("score_mean",):
-            per_prompt = [float(domain.metrics([s] * len(rs), list(rs))[main_metric])
+        if f"{main_metric}_stderr" not in metrics:
+            per_prompt = [float(domain.metrics([s] * len(rs), list(rs)).get(main_metric, float("nan")))
                           for s, rs in zip(samples, results_per_sample)]
-            metrics[f"{main_metric}_stderr"] = stderr_of_mean(per_prompt)
+            metrics[f"{main_metric}_stderr"] = stderr_of_mean([v for v in per_prompt if math.isfinite(v)])
     return metrics
 
 
@@ -136,7 +118,8 @@ def evaluate_domain(
 
     `backend.generate(prompt_ids, num_samples=, max_new_tokens=, temperature=, top_p=, seed=)` is the rollout
     contract (mgs/rl/rollout.py). `template` is the prompt template of training ("none" or a name known to
-    `mgs.domains.template`): the reward sees only the response part. Prompts go in chunks of `batch_size`; chunk c
+    `mgs.domains.template`): the reward sees only the response part, and a malformed output gets the same penalty
+    as in training (`score_responses`). Prompts go in chunks of `batch_size`; chunk c
     uses seed `seed + c`, so results depend on (seed, batch_size), not on anything global. `main_metric` (default:
     the domain's `main_metric` attribute if it has one) gets a per-prompt standard error `<main_metric>_stderr`.
     """
@@ -151,7 +134,7 @@ def evaluate_domain(
         raise ValueError(f"no samples to evaluate for domain {domain.name!r}")
     main_metric = main_metric or getattr(domain, "main_metric", None)
 
-    prompt_messages = [_apply_template(template, s.messages) for s in samples]
+    prompt_messages = [list(apply_template(s.messages, template)) for s in samples]
     prompt_ids = _encode(tokenizer, prompt_messages)
 
     texts: list[list[str]] = [[] for _ in samples]
@@ -169,8 +152,8 @@ def evaluate_domain(
 
     flat_samples = [s for s, ts in zip(samples, texts) for _ in ts]
     flat_raw = [t for ts in texts for t in ts]
-    flat_responses = [_split(template, t) for t in flat_raw]
-    flat_results = domain.score(flat_samples, flat_responses)
+    flat_responses = [split_response(t, template)[1] for t in flat_raw]
+    flat_results = score_responses(domain, flat_samples, flat_raw, template)  # malformed -> the training penalty
     if len(flat_results) != len(flat_responses):
         raise RuntimeError(f"domain {domain.name!r} returned {len(flat_results)} rewards for {len(flat_responses)} "
                            "responses")

@@ -72,12 +72,12 @@ def test_avg_at_k_and_stderr_are_per_prompt(monkeypatch):
     assert len(res.records) == 6
     assert [r["score"] for r in res.records] == [1.0, 1.0, 1.0, 0.0, None, 0.0]
     assert res.metrics["accuracy"] == pytest.approx(3 / 6)
-    # score_mean excludes None: prompt means 1.0, 0.5, 0.0
-    assert res.metrics["score_mean"] == pytest.approx(0.5)
-    assert res.metrics["score_stderr"] == pytest.approx(stderr_of_mean([1.0, 0.5, 0.0]))
+    # reward_mean excludes None: prompt means 1.0, 0.5, 0.0
+    assert res.metrics["reward_mean"] == pytest.approx(0.5)
+    assert res.metrics["reward_stderr"] == pytest.approx(stderr_of_mean([1.0, 0.5, 0.0]))
     assert res.metrics["accuracy_stderr"] == pytest.approx(stderr_of_mean([1.0, 0.5, 0.0]))
-    assert res.metrics["none_frac"] == pytest.approx(1 / 6)
-    assert res.metrics["num_prompts"] == 3 and res.metrics["num_samples"] == 2
+    assert res.metrics["reward_none_frac"] == pytest.approx(1 / 6)
+    assert res.metrics["num_prompts"] == 3 and res.metrics["samples_per_prompt"] == 2
     assert res.main_metric == "accuracy"
 
 
@@ -88,3 +88,36 @@ def test_bad_arguments_fail_clearly():
         evaluate_domain(None, None, ContainsDomain(), [], max_new_tokens=4)
     with pytest.raises(KeyError, match="main metric"):
         aggregate(ContainsDomain(), _samples(1), [[RewardResult(1.0)]], main_metric="win_rate")
+
+
+def test_tiny_policy_end_to_end_metrics_equal_record_aggregates(tiny_policy):
+    """Real generation (tiny random Llama, HF generate) on the toy domain, sampled avg@2, think template."""
+    from mgs.domains import build_domain
+    from mgs.rl.rollout import HFGenerateBackend
+
+    domain = build_domain("toy", chars="aeiou", num_prompts=5)
+    samples = domain.load("test", limit=5)
+    backend = HFGenerateBackend(tiny_policy.model, tiny_policy.tokenizer, max_batch_size=4)
+    res = evaluate_domain(backend, tiny_policy.tokenizer, domain, samples, num_samples=2, temperature=1.0,
+                          max_new_tokens=6, seed=1, batch_size=3)
+    assert len(res.records) == 10 and {r["uid"] for r in res.records} == {s.uid for s in samples}
+    scores = [r["score"] for r in res.records if r["score"] is not None]
+    assert len(set(scores)) > 1  # the toy reward varies with the random model's output: the test can fail
+    assert res.metrics["score_mean"] == pytest.approx(sum(scores) / len(scores))
+    per_prompt = {}
+    for r in res.records:
+        if r["score"] is not None:
+            per_prompt.setdefault(r["uid"], []).append(r["score"])
+    means = [sum(v) / len(v) for v in per_prompt.values()]
+    assert res.metrics["reward_mean"] == pytest.approx(sum(means) / len(means))
+    assert res.metrics["score_mean_stderr"] == pytest.approx(stderr_of_mean(means))
+    # same seed and batching -> same generations
+    again = evaluate_domain(backend, tiny_policy.tokenizer, domain, samples, num_samples=2, temperature=1.0,
+                            max_new_tokens=6, seed=1, batch_size=3)
+    assert [r["response"] for r in again.records] == [r["response"] for r in res.records]
+
+    # under the think template a random model's output is malformed: every response gets the training penalty 0
+    think = evaluate_domain(backend, tiny_policy.tokenizer, domain, samples[:2], max_new_tokens=6,
+                            template="think_response")
+    assert [r["score"] for r in think.records] == [0.0, 0.0]
+    assert all(r["info"]["format_ok"] is False and r["response"] == "" for r in think.records)
