@@ -1,0 +1,246 @@
+"""The two passes over the gradients: per-group Gramians G G^T [D, D], and the weighted combine sum_i c_i g_i.
+
+Gradients come in one of two layouts:
+- `{domain: {param_name: Tensor}}` (convenient; each tensor is stacked into a temporary [D, n] when read), or
+- `StackedGrads(domains, {param_name: Tensor [D, *shape]})`: the trainer's own per-tensor buffers (or [D, n]
+  per group). Nothing is copied: the Gramian of a tensor is one `G.view(D, -1) @ G.view(D, -1).T`, and the
+  combine is one `c [1, D] @ G.view(D, -1)` written straight into the output tensor (e.g. `param.grad`).
+Both work on any slice of the tensors (FSDP shards, even empty ones): Gramians of the slices add up to the
+Gramian of the whole, and the combine is elementwise, so sharded callers sum the Gramians over ranks and stay
+exact. Gramians accumulate in fp32 (fp64 when the gradients are fp64); fp32 matmuls run at full IEEE
+precision even where TF32 is enabled. The combine runs in the gradients' dtype (bf16 in -> coefficients
+rounded to bf16, the result rounded once) and may write into an output of another dtype.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence, Union
+
+import torch
+
+# Columns per chunk when a low-precision Gramian is accumulated through fp32 copies (CPU fallback).
+_CHUNK_COLUMNS = 1 << 20
+
+
+@dataclass
+class StackedGrads:
+    """Pre-stacked per-domain gradients: `tensors[name]` is [D, *shape], row i belonging to `domains[i]`."""
+
+    domains: list[str]
+    tensors: Mapping[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        self.domains = list(self.domains)
+        if len(set(self.domains)) != len(self.domains) or not self.domains:
+            raise ValueError(f"StackedGrads needs distinct domain names, got {self.domains}")
+        for name, tensor in self.tensors.items():
+            if tensor.dim() < 1 or tensor.shape[0] != len(self.domains):
+                raise ValueError(
+                    f"stacked gradient of {name!r} has shape {tuple(tensor.shape)}; expected [D={len(self.domains)}, ...]"
+                )
+
+
+DomainGrads = Mapping[str, Mapping[str, torch.Tensor]]
+Grads = Union[DomainGrads, StackedGrads]
+
+
+def check_domain_grads(domain_grads: DomainGrads, domains: Sequence[str] | None = None) -> list[str]:
+    """Validate `{domain: {name: Tensor}}` and return the domain order (as given, else sorted by name).
+
+    Errors name the offending domain / parameter: a domain expected in `domains` but missing, a parameter
+    present in one domain and not another, shapes / dtypes / devices that disagree.
+    """
+    if not domain_grads:
+        raise ValueError("domain_grads is empty: pass {domain: {param_name: grad}} with at least one domain")
+    if domains is not None:
+        domains = list(domains)
+        missing = [d for d in domains if d not in domain_grads]
+        extra = sorted(set(domain_grads) - set(domains))
+        if missing or extra:
+            raise ValueError(
+                f"domain_grads has domains {sorted(domain_grads)} but the caller expects {domains}"
+                + (f"; missing: {missing} (did that domain get no samples this step?)" if missing else "")
+                + (f"; unexpected: {extra}" if extra else "")
+            )
+    else:
+        domains = sorted(domain_grads)
+    first = domains[0]
+    reference = domain_grads[first]
+    for domain in domains[1:]:
+        grads = domain_grads[domain]
+        if grads.keys() != reference.keys():
+            only_first = sorted(set(reference) - set(grads))
+            only_here = sorted(set(grads) - set(reference))
+            name = (only_first or only_here)[0]
+            raise ValueError(
+                f"parameter {name!r} is in domain {first if only_first else domain!r}'s gradients but not in "
+                f"{domain if only_first else first!r}'s; every domain must have the same parameter names"
+            )
+        for name, tensor in grads.items():
+            ref = reference[name]
+            if tensor.shape != ref.shape or tensor.dtype != ref.dtype or tensor.device != ref.device:
+                raise ValueError(
+                    f"parameter {name!r}: domain {domain!r} has {tuple(tensor.shape)} {tensor.dtype} on "
+                    f"{tensor.device}, domain {first!r} has {tuple(ref.shape)} {ref.dtype} on {ref.device}"
+                )
+    return domains
+
+
+def grad_domains(grads: Grads, domains: Sequence[str] | None = None) -> list[str]:
+    """The domain order of `grads` (checking it in the dict layout)."""
+    if isinstance(grads, StackedGrads):
+        if domains is not None and list(domains) != grads.domains:
+            raise ValueError(f"StackedGrads rows are {grads.domains} but the caller expects {list(domains)}")
+        return grads.domains
+    return check_domain_grads(grads, domains)
+
+
+def param_names(grads: Grads, domains: Sequence[str]) -> list[str]:
+    return list(grads.tensors) if isinstance(grads, StackedGrads) else list(grads[domains[0]])
+
+
+def _rows(grads: Grads, domains: Sequence[str], name: str) -> torch.Tensor:
+    """One tensor's gradients as [D, n]: a view for StackedGrads, a temporary stack for the dict layout."""
+    if isinstance(grads, StackedGrads):
+        try:
+            tensor = grads.tensors[name]
+        except KeyError:
+            raise KeyError(f"parameter {name!r} of the partition is not among the stacked gradients") from None
+        return tensor.reshape(tensor.shape[0], -1)
+    try:
+        return torch.stack([grads[d][name].reshape(-1) for d in domains])
+    except KeyError:
+        raise KeyError(f"parameter {name!r} of the partition is not among the domain gradients") from None
+
+
+@contextmanager
+def _ieee_fp32(device: torch.device) -> Iterator[None]:
+    """Full-precision fp32 matmuls on CUDA for the duration (TF32 would round the inputs to 10 mantissa bits)."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    if previous != "ieee":
+        matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        if previous != "ieee":
+            matmul.fp32_precision = previous
+
+
+def _accumulate_gram(rows: torch.Tensor, out: torch.Tensor) -> None:
+    """out [D, D] += rows [D, n] @ rows.T, accumulated in out's dtype (fp32 or fp64)."""
+    if rows.dtype == out.dtype:
+        out.addmm_(rows, rows.T)
+        return
+    if rows.is_cuda and rows.dtype in (torch.bfloat16, torch.float16) and out.dtype == torch.float32:
+        try:  # one pass, fp32 accumulation and output, no copy
+            out.add_(torch.mm(rows, rows.T, out_dtype=torch.float32))
+            return
+        except (RuntimeError, TypeError):
+            pass
+    for chunk in rows.split(_CHUNK_COLUMNS, dim=1):
+        wide = chunk.to(out.dtype)
+        out.addmm_(wide, wide.T)
+
+
+def accumulation_dtype(grads: Grads, domains: Sequence[str]) -> torch.dtype:
+    """fp64 if any gradient is fp64, else fp32."""
+    if isinstance(grads, StackedGrads):
+        dtypes = {t.dtype for t in grads.tensors.values()}
+    else:
+        dtypes = {t.dtype for t in grads[domains[0]].values()}
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _device(grads: Grads, domains: Sequence[str]) -> torch.device:
+    tensors = grads.tensors.values() if isinstance(grads, StackedGrads) else grads[domains[0]].values()
+    return next(iter(tensors)).device
+
+
+def local_gramians(
+    grads: Grads, groups: Mapping[str, Sequence[str]], domains: Sequence[str] | None = None
+) -> torch.Tensor:
+    """This process's Gramians of every group, stacked: [num_groups, D, D] (fp32, fp64 for fp64 grads), on the
+    gradients' device, in the order of `groups`. Sum them over ranks (one all-reduce) before `weights`."""
+    domains = grad_domains(grads, domains)
+    device = _device(grads, domains)
+    grams = torch.zeros(len(groups), len(domains), len(domains), dtype=accumulation_dtype(grads, domains), device=device)
+    with _ieee_fp32(device):
+        for index, names in enumerate(groups.values()):
+            for name in names:
+                _accumulate_gram(_rows(grads, domains, name), grams[index])
+    return grams
+
+
+def combine(
+    grads: Grads,
+    groups: Mapping[str, Sequence[str]],
+    coeffs: torch.Tensor,
+    out: Mapping[str, torch.Tensor] | None = None,
+    domains: Sequence[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Combined gradient of every parameter: sum_i coeffs[group, i] * g_i, with `coeffs` [num_groups, D]
+    (`Weights.coeffs`). Writes into `out[name]` where given (e.g. `{n: p.grad}`; same numel, contiguous),
+    otherwise into new tensors shaped like the parameter. Returns `{name: combined}`."""
+    domains = grad_domains(grads, domains)
+    if coeffs.shape != (len(groups), len(domains)):
+        raise ValueError(f"coeffs has shape {tuple(coeffs.shape)}; expected [num_groups={len(groups)}, D={len(domains)}]")
+    out = out or {}
+    combined: dict[str, torch.Tensor] = {}
+    if isinstance(grads, StackedGrads):
+        device_coeffs: dict[torch.dtype, torch.Tensor] = {}
+        device = _device(grads, domains)
+        with _ieee_fp32(device):
+            for index, names in enumerate(groups.values()):
+                for name in names:
+                    stacked = grads.tensors[name]
+                    if stacked.dtype not in device_coeffs:
+                        device_coeffs[stacked.dtype] = coeffs.to(device=device, dtype=stacked.dtype)
+                    row = device_coeffs[stacked.dtype][index : index + 1]
+                    combined[name] = _combine_stacked(row, stacked, out.get(name))
+        return combined
+    cpu_coeffs = coeffs.tolist()
+    for index, names in enumerate(groups.values()):
+        for name in names:
+            target = out.get(name)
+            first = grads[domains[0]][name]
+            if target is None:
+                target = torch.empty_like(first)
+            _check_target(name, target, first.numel())
+            torch.mul(first.reshape(target.shape), cpu_coeffs[index][0], out=target)
+            for d in range(1, len(domains)):
+                target.add_(grads[domains[d]][name].reshape(target.shape), alpha=cpu_coeffs[index][d])
+            combined[name] = target
+    return combined
+
+
+def _check_target(name: str, target: torch.Tensor, numel: int) -> None:
+    if target.numel() != numel or not target.is_contiguous():
+        raise ValueError(
+            f"output for {name!r} must be a contiguous tensor with {numel} elements; got "
+            f"{tuple(target.shape)} (contiguous={target.is_contiguous()})"
+        )
+
+
+def _combine_stacked(row: torch.Tensor, stacked: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """row [1, D] @ stacked.view(D, n) -> target (one read of the D rows, one write)."""
+    rows = stacked.reshape(stacked.shape[0], -1)
+    if target is None:
+        target = torch.empty(stacked.shape[1:], dtype=stacked.dtype, device=stacked.device)
+    _check_target("a stacked parameter", target, rows.shape[1])
+    flat = target.view(1, -1)
+    if target.dtype == rows.dtype:
+        torch.mm(row, rows, out=flat)
+    elif rows.is_cuda and rows.dtype in (torch.bfloat16, torch.float16) and target.dtype == torch.float32:
+        try:
+            torch.mm(row, rows, out_dtype=torch.float32, out=flat)
+        except (RuntimeError, TypeError):
+            flat.copy_(torch.mm(row, rows))
+    else:
+        flat.copy_(torch.mm(row, rows))
+    return target
