@@ -1,0 +1,196 @@
+"""Read a run directory (docs/contracts.md) into plain Python data: the one place that knows its file layout.
+
+Diagnostics, `mgs eval RUN_DIR` and `mgs report` read runs only through `RunDir`, never the trainer's objects, so a
+run written on a GPU box can be analysed anywhere. Files that a run may legitimately lack (no surgery stats for a
+plain sequential run, no eval when eval was off) read as empty; a missing `metrics.jsonl` or `config.yaml` is an
+error that says which directory was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+_STEP_FILE = re.compile(r"^step_(\d+)\.(json|pt)$")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    rows = []
+    for pos, (line_no, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if pos == len(lines) - 1:  # a run killed mid-write leaves a truncated last line: keep the rest
+                break
+            raise ValueError(f"{path}:{line_no}: not JSON ({e})") from None
+    return rows
+
+
+def _step_files(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.iterdir():
+        m = _STEP_FILE.match(p.name)
+        if m and m.group(2) == suffix:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+@dataclass
+class RunDir:
+    """A training run directory. `path` must hold `config.yaml` and `metrics.jsonl`."""
+
+    path: Path
+    _surgery_cache: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        missing = [n for n in ("config.yaml", "metrics.jsonl") if not (self.path / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.path} is not a run directory (missing {', '.join(missing)}); pass the folder `mgs train` "
+                "wrote (its train.out_dir)"
+            )
+
+    # --- config ---------------------------------------------------------------------------------------------
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+
+    def cfg(self, dotted: str, default: Any = None) -> Any:
+        """`run.cfg("strategy.name")`: a config value by dotted key, `default` when absent."""
+        node: Any = self.config
+        for key in dotted.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return default
+            node = node[key]
+        return node
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg("train.seed", 0))
+
+    @property
+    def strategy(self) -> str:
+        return str(self.cfg("strategy.name", "unknown"))
+
+    @property
+    def label(self) -> str:
+        """Strategy label for tables: the strategy, plus granularity/method where surgery shapes the update.
+
+        `mgs` with granularity `global` is global PCGrad; with method `sum` it is Mixed RL computed per domain."""
+        name = self.strategy
+        if name != "mgs":
+            return name
+        gran, method = self.cfg("surgery.granularity", "module"), self.cfg("surgery.method", "pcgrad")
+        if method == "sum":
+            return "mixed (sum)"
+        if gran == "global":
+            return f"global-{method}"
+        return f"mgs ({gran}/{method})" if (gran, method) != ("module", "pcgrad") else "mgs"
+
+    @property
+    def domains(self) -> list[str]:
+        return [d.get("name") or d.get("kind") for d in (self.cfg("domains", []) or [])]
+
+    # --- per-step metrics -----------------------------------------------------------------------------------
+    @cached_property
+    def metrics(self) -> list[dict[str, Any]]:
+        return _read_jsonl(self.path / "metrics.jsonl")
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one metric key over the steps that logged a finite value."""
+        steps, values = [], []
+        for row in self.metrics:
+            v = row.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                steps.append(int(row["step"]))
+                values.append(float(v))
+        return steps, values
+
+    def keys(self, pattern: str) -> list[str]:
+        """Metric keys (over all steps) matching a regex, sorted."""
+        rx = re.compile(pattern)
+        found: set[str] = set()
+        for row in self.metrics:
+            found.update(k for k in row if rx.search(k))
+        return sorted(found)
+
+    def stages(self) -> list[tuple[str, int, int]]:
+        """(stage, first_step, last_step) in order of appearance."""
+        out: list[tuple[str, int, int]] = []
+        for row in self.metrics:
+            stage, step = str(row.get("stage", "")), int(row["step"])
+            if out and out[-1][0] == stage:
+                out[-1] = (stage, out[-1][1], step)
+            else:
+                out.append((stage, step, step))
+        return out
+
+    # --- surgery stats / saved gradients --------------------------------------------------------------------
+    def surgery_steps(self) -> list[int]:
+        return [s for s, _ in _step_files(self.path / "surgery", "json")]
+
+    def surgery(self, step: int) -> dict[str, Any]:
+        if step not in self._surgery_cache:
+            self._surgery_cache[step] = json.loads((self.path / "surgery" / f"step_{step:06d}.json").read_text())
+        return self._surgery_cache[step]
+
+    def iter_surgery(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for step, path in _step_files(self.path / "surgery", "json"):
+            yield step, json.loads(path.read_text())
+
+    def grad_steps(self) -> list[int]:
+        return [s for s, _ in _step_files(self.path / "grads", "pt")]
+
+    def grads(self, step: int) -> dict[str, dict[str, Any]]:
+        """{domain: {param: tensor}} saved by `diagnostics.save_domain_grads_steps`."""
+        import torch
+
+        return torch.load(self.path / "grads" / f"step_{step:06d}.pt", map_location="cpu", weights_only=True)
+
+    # --- evaluations ----------------------------------------------------------------------------------------
+    def eval_tags(self) -> list[str]:
+        folder = self.path / "eval"
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.json"))
+
+    def eval(self, tag: str) -> dict[str, Any]:
+        path = self.path / "eval" / f"{tag}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; evaluations of this run: {self.eval_tags()}")
+        return json.loads(path.read_text())
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        p = self.path / "summary.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def latest_checkpoint(self) -> Path:
+        """RUN/checkpoints/<latest>: the `latest` pointer (symlink or a file naming the folder), else the highest."""
+        root = self.path / "checkpoints"
+        latest = root / "latest"
+        if latest.is_symlink() or latest.is_dir():
+            return latest.resolve()
+        if latest.is_file():
+            return root / latest.read_text().strip()
+        found = sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
+        if not found:
+            raise FileNotFoundError(f"{self.path} has no checkpoint under checkpoints/; train with save_every or "
+                                    "let the run finish")
+        return found[-1]
+
+
+def is_run_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / "config.yaml").is_file() and (p / "metrics.jsonl").is_file()
