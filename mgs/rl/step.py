@@ -1,0 +1,305 @@
+"""One optimizer step from scored samples: per-domain backward passes, surgery (or sum), clip, AdamW.
+
+Why this shape: MGS needs one gradient per domain, and `method=sum` must reproduce Mixed RL exactly. So the step's
+micro-batches run grouped by domain in a fixed order; after a domain's last micro-batch its gradient (`param.grad`)
+is moved into row d of a per-tensor buffer `[D, *shape]`; every micro-batch's loss is divided by the step's GLOBAL
+completion-token count (token mean over the whole batch, all domains), so the domain gradients add up to the
+Mixed-RL gradient of the same batch. Then surgery (mgs.surgery.resolve) or the plain sum is written into `.grad`,
+the grad norm is clipped (after surgery) and the optimizer steps.
+
+The (domain, micro-batch) schedule and the loss denominator are explicit values (`Schedule`) computed before any
+forward pass, so a distributed caller can build a domain-synchronous schedule (same domain on every rank at the same
+time, empty micro-batches where a rank has fewer samples, a denominator summed over ranks) and inject its reduce
+functions (`reduce_grad`, `surgery_reduce`). No torch.distributed here.
+
+Policies (explicit, logged):
+- a domain of the step with no trainable sample (all its rewards None) is *absent*: it gets no buffer, surgery sees
+  only the present domains, and `train/<domain>/absent` = 1;
+- a non-finite loss or gradient skips the optimizer step (gradients dropped, `train/skipped` = 1);
+- samples whose reward is None never reach this module (the trainer drops them: no advantage, no loss).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from mgs.rl.grpo import grpo_loss_terms
+
+
+@dataclass
+class TrainSample:
+    """A scored completion ready for the loss. `ref_logp` [len(completion_ids)] when a KL term is used."""
+
+    domain: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    ref_logp: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    domain: str
+    indices: tuple[int, ...]  # into the step's sample list; empty = a zero-weight placeholder (distributed sync)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What the step will run, fixed up front: the domain order, micro-batches grouped by domain in that order,
+    and the loss denominator (completion tokens of the whole step, every domain, every rank)."""
+
+    domains: tuple[str, ...]
+    micro_batches: tuple[MicroBatch, ...]
+    loss_denominator: float
+    absent: tuple[str, ...] = ()
+
+
+def plan_schedule(
+    samples: Sequence[TrainSample],
+    domain_order: Sequence[str],
+    micro_batch_size: int,
+    unit: str = "samples",
+    loss_denominator: float | None = None,
+) -> Schedule:
+    """Group `samples` by domain (in `domain_order`), sort each domain's samples by length (bucketing: less
+    padding) and cut them into micro-batches of at most `micro_batch_size` samples, or padded tokens (rows x
+    longest prompt+completion; a longer sample gets a micro-batch of its own). Domains of `domain_order` without
+    samples are `absent`. The denominator defaults to the completion tokens of all `samples`."""
+    if unit not in ("samples", "tokens"):
+        raise ValueError(f"micro-batch unit must be 'samples' or 'tokens', got {unit!r}")
+    unknown = {s.domain for s in samples} - set(domain_order)
+    if unknown:
+        raise ValueError(f"samples of domains {sorted(unknown)} are not in the step's domain order {list(domain_order)}")
+    present, absent, mbs = [], [], []
+    for domain in domain_order:
+        idx = [i for i, s in enumerate(samples) if s.domain == domain]
+        if not idx:
+            absent.append(domain)
+            continue
+        present.append(domain)
+        lengths = [len(samples[i].prompt_ids) + len(samples[i].completion_ids) for i in idx]
+        if unit == "tokens":  # padded size rows x longest row <= micro_batch_size
+            from mgs.rl.logprobs import plan_micro_batches
+
+            chunks = plan_micro_batches(lengths, micro_batch_size)
+        else:
+            order = sorted(range(len(idx)), key=lambda j: (-lengths[j], j))
+            chunks = [order[k : k + micro_batch_size] for k in range(0, len(order), micro_batch_size)]
+        mbs.extend(MicroBatch(domain, tuple(idx[j] for j in chunk)) for chunk in chunks)
+    if loss_denominator is None:
+        loss_denominator = float(sum(len(s.completion_ids) for s in samples))
+    return Schedule(tuple(present), tuple(mbs), float(loss_denominator), tuple(absent))
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The step's own knobs (built by the trainer from the grpo/optim/surgery sections)."""
+
+    clip_eps: float = 0.2
+    dual_clip: float = 3.0
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    grad_clip: float = 1.0
+    per_domain: bool = True  # keep one gradient per domain (mgs, or monitor mode)
+    surgery: bool = True  # combine with surgery (False: the plain sum, stats only if per_domain)
+    granularity: str = "module"
+    method: str = "pcgrad"
+    seed: int = 0
+    buffer_dtype: torch.dtype = torch.float32
+    family: str | None = None  # model family for the partition rules
+
+
+@dataclass
+class StepOutcome:
+    metrics: dict[str, float]
+    surgery_stats: Any = None  # stats object of mgs.surgery (to_dict()/summary()), None without per-domain grads
+    domain_grads: dict[str, dict[str, torch.Tensor]] | None = None  # CPU copies, only when asked
+
+
+def _batch(samples: Sequence[TrainSample], pad_id: int, device: torch.device):
+    """mgs.rl.logprobs.build_batch in the samples' own order: right-padded rows, per-row completion start."""
+    from mgs.rl.logprobs import build_batch
+
+    return build_batch(samples, pad_token_id=pad_id, sort_by_length=False).to(device)
+
+
+def _rows(values: Sequence[torch.Tensor], samples: Sequence[TrainSample], width: int,
+          device: torch.device) -> torch.Tensor:
+    """Per-sample completion vectors as a [B, width] tensor aligned with token_logprobs' output (column 0 = first
+    completion token)."""
+    out = torch.zeros((len(samples), width), dtype=torch.float32, device=device)
+    for b, (s, v) in enumerate(zip(samples, values)):
+        out[b, : len(s.completion_ids)] = torch.as_tensor(v, dtype=torch.float32, device=device)
+    return out
+
+
+def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], settings: StepSettings, pad_id: int,
+                     denominator: float):
+    """Forward one micro-batch; returns (loss_sum / denominator, LossTerms)."""
+    from mgs.rl.logprobs import token_logprobs
+
+    device = next(model.parameters()).device
+    batch = _batch(samples, pad_id, device)
+    logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start)
+    mask = batch.completion_mask
+    adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device)
+    ref = None
+    if settings.kl_coef:
+        if any(s.ref_logp is None for s in samples):
+            raise ValueError("kl_coef != 0 needs reference log-probs on every sample (TrainSample.ref_logp)")
+        ref = _rows([s.ref_logp for s in samples], samples, logp.shape[1], device)
+    terms = grpo_loss_terms(logp, mask, adv, ref_logp=ref, entropy=entropy, clip_eps=settings.clip_eps,
+                            dual_clip=settings.dual_clip, kl_coef=settings.kl_coef,
+                            entropy_coef=settings.entropy_coef)
+    return terms.loss_sum / denominator, terms
+
+
+@torch.inference_mode()
+def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], pad_id: int,
+                       batch_size: int = 16) -> list[torch.Tensor]:
+    """Reference log-probs of each sample's completion tokens (once per step, only when kl_coef != 0)."""
+    from mgs.rl.logprobs import token_logprobs
+
+    device = next(model.parameters()).device
+    out: list[torch.Tensor] = []
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        batch = _batch(chunk, pad_id, device)
+        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
+                                 return_entropy=False)
+        out.extend(logp[b, : len(s.completion_ids)].float().cpu() for b, s in enumerate(chunk))
+    return out
+
+
+def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+
+
+def update(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples: Sequence[TrainSample],
+    schedule: Schedule,
+    settings: StepSettings,
+    *,
+    step: int,
+    pad_id: int,
+    reduce_grad: Callable[[torch.Tensor], None] | None = None,
+    surgery_reduce: Callable[[Any], Any] | None = None,
+    keep_domain_grads: bool = False,
+) -> StepOutcome:
+    """Backward per domain (or once for everything), combine, clip, step. See the module docstring."""
+    params = _trainable(model)
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer.zero_grad(set_to_none=True)
+    domains = schedule.domains
+    buffers: dict[str, torch.Tensor] = {}
+    finite = True
+    sums = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "entropy": 0.0, "clipped": 0.0, "tokens": 0.0}
+    dom_entropy: dict[str, list[float]] = {d: [0.0, 0.0] for d in domains}
+    t0 = time.perf_counter()
+    for d, domain in enumerate(domains):
+        for mb in (m for m in schedule.micro_batches if m.domain == domain):
+            if not mb.indices:
+                continue
+            loss, terms = micro_batch_loss(model, [samples[i] for i in mb.indices], settings, pad_id,
+                                           schedule.loss_denominator)
+            if not torch.isfinite(loss):
+                finite = False
+            loss.backward()
+            sums["loss"] += float(loss.detach())
+            sums["pg"] += float(terms.pg_sum)
+            sums["kl"] += float(terms.kl_sum)
+            sums["entropy"] += float(terms.entropy_sum)
+            sums["clipped"] += float(terms.clipped_tokens)
+            sums["tokens"] += float(terms.tokens)
+            dom_entropy[domain][0] += float(terms.entropy_sum)
+            dom_entropy[domain][1] += float(terms.tokens)
+        if reduce_grad is not None and (settings.per_domain or d == len(domains) - 1):
+            for _, p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                reduce_grad(p.grad)
+        if settings.per_domain:
+            for name, p in params:
+                buf = buffers.get(name)
+                if buf is None:
+                    buf = buffers[name] = torch.zeros((len(domains), *p.shape), dtype=settings.buffer_dtype,
+                                                      device=p.device)
+                if p.grad is not None:
+                    buf[d].copy_(p.grad)
+                p.grad = None
+    train_s = time.perf_counter() - t0
+
+    metrics: dict[str, float] = {"time/train_s": train_s}
+    for domain in domains:
+        ent, tok = dom_entropy[domain]
+        metrics[f"train/{domain}/entropy"] = ent / tok if tok else float("nan")
+    for domain in schedule.absent:
+        metrics[f"train/{domain}/absent"] = 1.0
+    stats = None
+    kept = None
+    t1 = time.perf_counter()
+    if settings.per_domain:
+        metrics["mem/domain_buffers_gb"] = sum(b.numel() * b.element_size() for b in buffers.values()) / 1e9
+        for d, domain in enumerate(domains):
+            sq = sum(float(buffers[n][d].float().pow(2).sum()) for n, _ in params)
+            metrics[f"grad/{domain}/norm"] = math.sqrt(sq)
+        finite = finite and _all_finite(buffers.values())
+        if keep_domain_grads:
+            kept = {dom: {n: buffers[n][d].float().cpu().clone() for n, _ in params} for d, dom in enumerate(domains)}
+        if finite and domains:
+            combined, stats = _combine(buffers, domains, settings, step, surgery_reduce)
+            finite = bool(stats.finite)
+            for name, p in params:
+                p.grad = combined[name].to(p.dtype)
+    else:
+        metrics["mem/domain_buffers_gb"] = 0.0
+        finite = finite and _all_finite(p.grad for _, p in params)
+    metrics["time/surgery_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    grads = [p.grad for _, p in params if p.grad is not None]
+    grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))\
+        if grads else 0.0
+    finite = finite and math.isfinite(grad_norm)
+    if finite:
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], settings.grad_clip)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    metrics["time/optim_s"] = time.perf_counter() - t2
+    tokens = sums["tokens"] or float("nan")
+    metrics.update({
+        "train/loss": sums["loss"],
+        "train/pg_loss": sums["pg"] / tokens,
+        "train/kl": sums["kl"] / tokens,
+        "train/entropy": sums["entropy"] / tokens,
+        "train/clip_frac": sums["clipped"] / tokens,
+        "train/grad_norm": grad_norm,
+        "train/skipped": 0.0 if finite else 1.0,
+    })
+    if stats is not None:
+        metrics.update(stats.summary(prefix="surgery/"))
+    return StepOutcome(metrics, stats, kept)
+
+
+def _combine(buffers: dict[str, torch.Tensor], domains: Sequence[str], settings: StepSettings, step: int,
+             surgery_reduce):
+    """Surgery (or the plain sum with stats, for monitor mode) on the stacked buffers via mgs.surgery.resolve."""
+    from mgs.surgery import StackedGrads, resolve
+
+    method = settings.method if settings.surgery else "sum"
+    return resolve(StackedGrads(list(domains), buffers), granularity=settings.granularity, method=method,
+                   seed=settings.seed, step=step, reduce=surgery_reduce, family=settings.family,
+                   domains=list(domains))
