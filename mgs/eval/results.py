@@ -23,7 +23,8 @@ from typing import Any, Mapping
 
 from mgs.eval.runner import EvalResult
 
-TOTAL_FORMULA = "Total = mean over the listed sets of their headline score (each in percent, unweighted)"
+TOTAL_FORMULA = ("Total = mean over the listed sets of their headline score (each in percent, unweighted; proxy "
+                 "scores and extra avg@k sets left out)")
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class SetInfo:
 
 
 def headline(result: EvalResult, info: SetInfo) -> tuple[float, float]:
-    """(score, stderr) of a result in percent: its main metric (falling back to `reward_mean`) times `info.scale`."""
-    key = info.main_metric or result.main_metric or "reward_mean"
+    """(score, stderr) of a result in percent: its main metric (falling back to `prompt_reward_mean`) times `info.scale`."""
+    key = info.main_metric or result.main_metric or "prompt_reward_mean"
     if key not in result.metrics:
         raise KeyError(f"headline metric {key!r} missing from the {info.domain!r} results; have {sorted(result.metrics)}")
     err_key = f"{key}_stderr" if f"{key}_stderr" in result.metrics else None
@@ -51,8 +52,9 @@ def headline(result: EvalResult, info: SetInfo) -> tuple[float, float]:
 
 
 def total(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The paper-style Total over the sets marked `in_total` (NaN when none has a finite score)."""
-    names = [n for n, s in sets.items() if s.get("in_total", True) and math.isfinite(float(s["score"]))]
+    """The paper-style Total over the sets marked `in_total` that are not proxies (NaN when none is left)."""
+    names = [n for n, s in sets.items()
+             if s.get("in_total", True) and not s.get("proxy", False) and math.isfinite(float(s["score"]))]
     value = sum(float(sets[n]["score"]) for n in names) / len(names) if names else float("nan")
     return {"value": value, "formula": TOTAL_FORMULA, "sets": names}
 
@@ -75,7 +77,7 @@ def build_payload(
         score, err = headline(res, info)
         sets[name] = {
             "domain": info.domain,
-            "main_metric": info.main_metric or res.main_metric or "reward_mean",
+            "main_metric": info.main_metric or res.main_metric or "prompt_reward_mean",
             "score": score,
             "stderr": err,
             "proxy": info.proxy,

@@ -21,7 +21,7 @@ __all__ = ["EvalResult", "evaluate_domain", "stderr_of_mean", "aggregate"]
 
 @dataclass
 class EvalResult:
-    """`metrics`: flat name -> float (the domain's metrics + `reward_mean`, `reward_stderr`, `<main>_stderr`, counts);
+    """`metrics`: flat name -> float (the domain's metrics + `prompt_reward_mean/_stderr`, `<main>_stderr`, counts);
     `records`: one dict per response (uid, sample_index, prompt, response, score, parts, info, finished)."""
 
     metrics: dict[str, float]
@@ -58,10 +58,11 @@ def aggregate(
 ) -> dict[str, float]:
     """Metrics of scored responses: `results_per_sample[i]` are the k results of `samples[i]`.
 
-    The domain's `metrics()` over all (sample, result) pairs (= avg@k for per-prompt means), plus `reward_mean`
-    (mean reward, None excluded), `reward_stderr`, `reward_none_frac`, `num_prompts`, `samples_per_prompt`, and for
-    `main_metric` its standard error over prompts `<main_metric>_stderr` (from the domain's metrics of each prompt's
-    k results; prompts where it is undefined, e.g. all responses unscorable, are left out)."""
+    The domain's `metrics()` over all (sample, result) pairs (= avg@k for per-prompt means), plus
+    `prompt_reward_mean` (mean over prompts of the mean reward of their scorable responses), `prompt_reward_stderr`,
+    `unscorable_frac`, `num_prompts`, `samples_per_prompt`, and for `main_metric` its standard error over prompts
+    `<main_metric>_stderr` (from the domain's metrics of each prompt's k results; prompts where it is undefined,
+    e.g. all responses unscorable, are left out). A domain's own `<main_metric>_stderr` moves to `..._domain`."""
     if len(samples) != len(results_per_sample):
         raise ValueError(f"{len(samples)} samples but {len(results_per_sample)} result lists")
     if not samples:
@@ -78,24 +79,26 @@ def aggregate(
         if scored:
             per_prompt_reward.append(sum(scored) / len(scored))
     ours = {
-        "reward_mean": sum(per_prompt_reward) / len(per_prompt_reward) if per_prompt_reward else float("nan"),
-        "reward_stderr": stderr_of_mean(per_prompt_reward),
-        "reward_none_frac": none_count / len(flat_results),
+        "prompt_reward_mean": sum(per_prompt_reward) / len(per_prompt_reward) if per_prompt_reward else float("nan"),
+        "prompt_reward_stderr": stderr_of_mean(per_prompt_reward),
+        "unscorable_frac": none_count / len(flat_results),
         "num_prompts": float(len(samples)),
         "samples_per_prompt": len(flat_results) / len(samples),
     }
     clash = sorted(set(ours) & set(metrics))
     if clash:
-        raise ValueError(f"domain {domain.name!r} metrics use reserved names {clash}; rename them in its metrics()")
+        raise ValueError(f"domain {domain.name!r} metrics use names reserved by the evaluator {clash}; rename them")
     metrics.update(ours)
 
     if main_metric is not None:
         if main_metric not in metrics:
             raise KeyError(f"main metric {main_metric!r} is not among the domain's metrics {sorted(metrics)}")
-        if f"{main_metric}_stderr" not in metrics:
-            per_prompt = [float(domain.metrics([s] * len(rs), list(rs)).get(main_metric, float("nan")))
-                          for s, rs in zip(samples, results_per_sample)]
-            metrics[f"{main_metric}_stderr"] = stderr_of_mean([v for v in per_prompt if math.isfinite(v)])
+        per_prompt = [float(domain.metrics([s] * len(rs), list(rs)).get(main_metric, float("nan")))
+                      for s, rs in zip(samples, results_per_sample)]
+        key = f"{main_metric}_stderr"
+        if key in metrics:  # the domain's own (per-response) estimate, kept for comparison
+            metrics[f"{key}_domain"] = metrics[key]
+        metrics[key] = stderr_of_mean([v for v in per_prompt if math.isfinite(v)])
     return metrics
 
 

@@ -73,10 +73,10 @@ def test_avg_at_k_and_stderr_are_per_prompt(monkeypatch):
     assert [r["score"] for r in res.records] == [1.0, 1.0, 1.0, 0.0, None, 0.0]
     assert res.metrics["accuracy"] == pytest.approx(3 / 6)
     # reward_mean excludes None: prompt means 1.0, 0.5, 0.0
-    assert res.metrics["reward_mean"] == pytest.approx(0.5)
-    assert res.metrics["reward_stderr"] == pytest.approx(stderr_of_mean([1.0, 0.5, 0.0]))
+    assert res.metrics["prompt_reward_mean"] == pytest.approx(0.5)
+    assert res.metrics["prompt_reward_stderr"] == pytest.approx(stderr_of_mean([1.0, 0.5, 0.0]))
     assert res.metrics["accuracy_stderr"] == pytest.approx(stderr_of_mean([1.0, 0.5, 0.0]))
-    assert res.metrics["reward_none_frac"] == pytest.approx(1 / 6)
+    assert res.metrics["unscorable_frac"] == pytest.approx(1 / 6)
     assert res.metrics["num_prompts"] == 3 and res.metrics["samples_per_prompt"] == 2
     assert res.main_metric == "accuracy"
 
@@ -109,7 +109,7 @@ def test_tiny_policy_end_to_end_metrics_equal_record_aggregates(tiny_policy):
         if r["score"] is not None:
             per_prompt.setdefault(r["uid"], []).append(r["score"])
     means = [sum(v) / len(v) for v in per_prompt.values()]
-    assert res.metrics["reward_mean"] == pytest.approx(sum(means) / len(means))
+    assert res.metrics["prompt_reward_mean"] == pytest.approx(sum(means) / len(means))
     assert res.metrics["score_mean_stderr"] == pytest.approx(stderr_of_mean(means))
     # same seed and batching -> same generations
     again = evaluate_domain(backend, tiny_policy.tokenizer, domain, samples, num_samples=2, temperature=1.0,
