@@ -1,0 +1,206 @@
+"""Build the report of one or more runs: a self-contained HTML page (plots embedded as base64 PNG, works offline)
+and a markdown file with the PNGs beside it, from run directories only.
+
+Sections, in order (a section with nothing to show says so instead of disappearing, so readers know it was looked
+for): runs, strategies x benchmarks (mean ± std over seeds), per-domain reward, gradient cosine (whole model and per
+group type), conflict rate by layer and module type, gradient-norm ratio, entropy and response length, interference
+summary, forgetting and rigidity (sequential runs).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from mgs.diagnostics import conflict, sequential
+from mgs.diagnostics.rundir import RunDir
+from mgs.reports import plots, tables
+
+SECTIONS = (
+    "Runs",
+    "Strategies x benchmarks",
+    "Per-domain reward",
+    "Gradient cosine between domains",
+    "Conflict rate by layer and module type",
+    "Gradient-norm ratio",
+    "Entropy and response length",
+    "Interference summary",
+    "Forgetting and rigidity",
+)
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)
+    tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    figures: list[tuple[str, Any]] = field(default_factory=list)  # (file stem, Figure)
+
+
+def _sections(runs: Sequence[RunDir], single: dict[str, RunDir]) -> tuple[list[Section], dict[str, Any]]:
+    data: dict[str, Any] = {}
+    s_runs = Section("Runs", tables=[tables.run_table(runs)])
+
+    s_main = Section("Strategies x benchmarks")
+    header, rows, data["strategies"] = tables.strategy_table(runs)
+    if rows:
+        s_main.tables.append((header, rows))
+        s_main.text.append("Headline score of each evaluated set in percent (the final evaluation of each run: its "
+                           "latest `mgs eval`, else `after`); mean ± sample std over the seeds of a strategy.")
+        first = next(tables.final_eval(r) for r in runs if tables.final_eval(r) is not None)
+        s_main.text.append(first["total"]["formula"] + ".")
+        if any(h.endswith("*") for h in header):
+            s_main.text.append("* proxy score (similarity to the reference answer, no reward model): not comparable "
+                               "to reward-model or judge scores; not in the Total.")
+    else:
+        s_main.text.append("No evaluation files in these runs (RUN/eval/*.json); run `mgs eval RUN_DIR`.")
+
+    s_reward = Section("Per-domain reward")
+    _add(s_reward, "reward", plots.domain_curves(runs, "reward"), "No per-domain reward metrics logged.")
+
+    s_cos = Section("Gradient cosine between domains")
+    _add(s_cos, "cosine_whole_model", plots.cosine_whole_model(runs),
+         "No surgery statistics (train with strategy mgs, or surgery.monitor: true).")
+    for i, run in enumerate(runs):
+        fig = plots.cosine_by_group_type(run)
+        if fig is not None:
+            s_cos.figures.append((f"cosine_by_group_type_{i}", fig))
+
+    s_heat = Section("Conflict rate by layer and module type")
+    data["conflict_matrices"] = {}
+    for i, run in enumerate(runs):
+        rows_ = conflict.group_rows(run)
+        for pair in sorted({r.pair for r in rows_}):
+            m = conflict.conflict_matrix(run, pair, rows_)
+            data["conflict_matrices"][f"{plots.run_name(run)}/{pair}"] = m.__dict__
+            s_heat.figures.append((f"conflict_heatmap_{i}_{pair}", plots.conflict_heatmap(m, plots.run_name(run))))
+    if not s_heat.figures:
+        s_heat.text.append("No per-group surgery statistics (RUN/surgery/step_*.json).")
+    else:
+        s_heat.text.append("Fraction of surgery steps on which the two domains' gradients had a negative inner product "
+                           "inside the group; rows = decoder layer, columns = attention / MLP; embedding and LM head "
+                           "apart.")
+
+    s_ratio = Section("Gradient-norm ratio")
+    _add(s_ratio, "norm_ratio", plots.norm_ratio(runs), "No surgery statistics.")
+
+    s_ent = Section("Entropy and response length")
+    _add(s_ent, "entropy", plots.domain_curves(runs, "entropy"), "No per-domain entropy logged.")
+    fig = plots.domain_curves(runs, "length")
+    if fig is not None:
+        s_ent.figures.append(("response_length", fig))
+
+    s_int = Section("Interference summary")
+    header, rows = tables.interference_table(runs)
+    data["interference"] = {f"{plots.run_name(r)}": conflict.conflict_summary(r) for r in runs}
+    if rows:
+        s_int.tables.append((header, rows))
+    else:
+        s_int.text.append("No whole-model cosines in the metrics.")
+
+    s_seq = Section("Forgetting and rigidity")
+    data["sequential"] = {}
+    for i, run in enumerate(runs):
+        if not sequential.is_sequential(run):
+            continue
+        relevant = {d: r for d, r in single.items() if d in {x for st in sequential.stages(run) for x in st.domains}}
+        summary = sequential.sequential_summary(run, relevant)
+        data["sequential"][plots.run_name(run)] = summary
+        fig = plots.sequential_bars(plots.run_name(run), summary["forgetting"], summary["rigidity"])
+        rows = [[plots.run_name(run), "forgetting", d, stage, f"{v:.1f}"]
+                for d, per in summary["forgetting"].items() for stage, v in per.items()]
+        rows += [[plots.run_name(run), "rigidity", d, "single-domain run", f"{v:.1f}"]
+                 for d, v in summary["rigidity"].items()]
+        if rows:
+            s_seq.tables.append((["run", "measure", "domain", "compared with", "points lost"], rows))
+        if fig is not None:
+            s_seq.figures.append((f"sequential_{i}", fig))
+    if not s_seq.tables:
+        s_seq.text.append("No sequential run with evaluations after its stages among these runs.")
+    else:
+        s_seq.text.append("Forgetting: score of a domain right after the stage that trained it minus its score after a "
+                          "later stage. Rigidity: score of the single-domain run minus the score right after the "
+                          "sequential stage that trained the domain. Percentage points; positive = lost.")
+    return [s_runs, s_main, s_reward, s_cos, s_heat, s_ratio, s_ent, s_int, s_seq], data
+
+
+def _add(section: Section, stem: str, fig: Any, empty: str) -> None:
+    if fig is None:
+        section.text.append(empty)
+    else:
+        section.figures.append((stem, fig))
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+        "margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+
+
+def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
+                 baseline_single: dict[str, str | Path] | None = None) -> dict[str, Path]:
+    """Write `out_dir/report.html`, `out_dir/report.md` (+ PNGs) and `out_dir/report.json` (the numbers shown)."""
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
+    runs = [RunDir(Path(p)) for p in run_dirs]
+    single = {d: RunDir(Path(p)) for d, p in (baseline_single or {}).items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections, data = _sections(runs, single)
+    title = "MGS report: " + ", ".join(plots.run_name(r) for r in runs)
+    md = [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for sec in sections:
+        md += [f"## {sec.title}", ""]
+        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        for t in sec.text:
+            md += [t, ""]
+            body.append(f"<p>{html.escape(t)}</p>")
+        for header, rows in sec.tables:
+            md += [_md_table(header, rows), ""]
+            body.append(_html_table(header, rows))
+        for stem, fig in sec.figures:
+            png = _png(fig)
+            (out / f"{stem}.png").write_bytes(png)
+            md += [f"![{sec.title}: {stem}]({stem}.png)", ""]
+            b64 = base64.b64encode(png).decode("ascii")
+            body.append(f'<img alt="{html.escape(stem)}" src="data:image/png;base64,{b64}">')
+    paths = {"markdown": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
+    paths["markdown"].write_text("\n".join(md))
+    paths["html"].write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
+    paths["json"].write_text(json.dumps(data, indent=1, default=_json_default))
+    return paths
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return str(x)

@@ -1,0 +1,165 @@
+"""Matplotlib figures of a report (Agg backend: no display needed). Each function takes diagnostics data of one or
+more runs and returns a Figure with a title, labelled axes (units) and a legend, or None when there is nothing to
+draw. Runs are overlaid, one line per run, labelled `<strategy> seed <s>`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mgs.diagnostics import conflict, training  # noqa: E402
+from mgs.diagnostics.rundir import RunDir  # noqa: E402
+
+
+def run_name(run: RunDir) -> str:
+    return f"{run.label} seed {run.seed}"
+
+
+def _grid(n: int, width: float = 5.0, height: float = 3.4) -> tuple[Figure, list]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def domain_curves(runs: Sequence[RunDir], quantity: str) -> Figure | None:
+    """One panel per domain: `quantity` (reward / entropy / length) over steps, a line per run."""
+    suffix_label = training.QUANTITIES[quantity][1]
+    data = [(run, training.domain_curves(run)[quantity]) for run in runs]
+    domains = sorted({d for _, per in data for d in per})
+    if not domains:
+        return None
+    fig, axes = _grid(len(domains))
+    for ax, d in zip(axes, domains):
+        for run, per in data:
+            if d in per:
+                ax.plot(*per[d], marker=".", label=run_name(run))
+        ax.set_title(f"{d}: {quantity}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(suffix_label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Per-domain {quantity} during training")
+    fig.tight_layout()
+    return fig
+
+
+def _pair_panels(runs: Sequence[RunDir], attr: str, ylabel: str, title: str, log_y: bool = False) -> Figure | None:
+    data = [(run, conflict.whole_model(run)) for run in runs]
+    pairs = sorted({p for _, wm in data for p in wm})
+    if not pairs:
+        return None
+    fig, axes = _grid(len(pairs))
+    for ax, pair in zip(axes, pairs):
+        for run, wm in data:
+            if pair in wm:
+                s = wm[pair]
+                values = getattr(s, attr)
+                pts = [(x, y) for x, y in zip(s.steps, values) if math.isfinite(y) and (y > 0 or not log_y)]
+                if pts:
+                    ax.plot(*zip(*pts), marker=".", label=run_name(run))
+        if attr == "cos":
+            ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        if log_y:
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        a, b = pair.split("__")
+        ax.set_title(f"{a} vs {b}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def cosine_whole_model(runs: Sequence[RunDir]) -> Figure | None:
+    return _pair_panels(runs, "cos", "cosine (unitless, -1..1)",
+                        "Whole-model cosine between domain gradients (below 0 = conflict)")
+
+
+def norm_ratio(runs: Sequence[RunDir]) -> Figure | None:
+    return _pair_panels(runs, "norm_ratio", "||g_a|| / ||g_b|| (ratio, log scale)",
+                        "Gradient-norm ratio between domains (whole model)", log_y=True)
+
+
+def cosine_by_group_type(run: RunDir) -> Figure | None:
+    """One panel per pair: mean cosine over the groups of each type (attn, mlp, embed, head) over steps."""
+    per_pair = conflict.group_type_cosines(run)
+    if not per_pair:
+        return None
+    fig, axes = _grid(len(per_pair))
+    for ax, (pair, kinds) in zip(axes, sorted(per_pair.items())):
+        for kind, (steps, values) in sorted(kinds.items()):
+            ax.plot(steps, values, marker=".", label=kind)
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        a, b = pair.split("__")
+        ax.set_title(f"{a} vs {b} by group type")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("mean cosine over groups (-1..1)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="group type")
+    fig.suptitle(f"Cosine between domain gradients per group type: {run_name(run)}")
+    fig.tight_layout()
+    return fig
+
+
+def conflict_heatmap(m: conflict.ConflictMatrix, title: str) -> Figure:
+    """Layer x module-type conflict rate (rows = decoder layer, columns = attn / mlp), embed/head as a side bar."""
+    import numpy as np
+
+    rate = np.array(m.rate, dtype=float) if m.layers else np.zeros((0, len(m.parts)))
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(6.5, max(2.5, 0.35 * len(m.layers) + 1.5)),
+                                   gridspec_kw={"width_ratios": [max(len(m.parts), 1), 1]})
+    im = ax.imshow(rate, vmin=0, vmax=1, cmap="Reds", aspect="auto")
+    ax.set_xticks(range(len(m.parts)), m.parts)
+    ax.set_yticks(range(len(m.layers)), [str(layer) for layer in m.layers])
+    ax.set_xlabel("module type")
+    ax.set_ylabel("decoder layer")
+    for i in range(rate.shape[0]):
+        for j in range(rate.shape[1]):
+            if math.isfinite(rate[i, j]):
+                ax.text(j, i, f"{rate[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    names = sorted(m.outside)
+    side.barh(names, [m.outside[n] for n in names], color="tab:red")
+    side.set_xlim(0, 1)
+    side.set_xlabel("conflict rate (fraction of steps)")
+    side.set_title("outside layers", fontsize=9)
+    fig.colorbar(im, ax=ax, label="conflict rate (fraction of steps with <g_a, g_b> < 0)")
+    a, b = m.pair.split("__")
+    ax.set_title(f"{title}\n{a} vs {b}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sequential_bars(name: str, forgetting: dict[str, dict[str, float]], rigidity: dict[str, float]) -> Figure | None:
+    """Forgetting (score lost by an earlier domain after each later stage) and rigidity (gap to single-domain)."""
+    items = [(f"forgetting {d}\nafter {stage}", v) for d, per in sorted(forgetting.items()) for stage, v in per.items()]
+    items += [(f"rigidity {d}", v) for d, v in sorted(rigidity.items())]
+    if not items:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(items)), 3.4))
+    labels, values = zip(*items)
+    colors = ["tab:orange" if lbl.startswith("forgetting") else "tab:purple" for lbl in labels]
+    ax.bar(range(len(items)), values, color=colors)
+    ax.set_xticks(range(len(items)), labels, fontsize=8)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel("score points lost (percentage points)")
+    ax.set_title(f"Mode interference of a sequential run: {name}")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:orange", label="forgetting"), Patch(color="tab:purple", label="rigidity")],
+              fontsize=8)
+    fig.tight_layout()
+    return fig

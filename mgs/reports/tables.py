@@ -1,0 +1,89 @@
+"""Tables of a report: the paper-style strategies x benchmarks table (mean and std over seeds) and the interference
+summary per run and domain pair. Pure data -> rows of strings; `build` renders them as markdown and HTML."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from typing import Any, Sequence
+
+from mgs.diagnostics import conflict
+from mgs.diagnostics.rundir import RunDir
+
+
+def final_eval(run: RunDir) -> dict[str, Any] | None:
+    """The evaluation a run is judged by: its latest `mgs eval` (tag bench_*), else `after`, else the latest one."""
+    tags = run.eval_tags()
+    if not tags:
+        return None
+    evals = [run.eval(t) for t in tags]
+    bench = [e for e in evals if str(e.get("tag", "")).startswith("bench")]
+    after = [e for e in evals if e.get("tag") == "after"]
+    pool = bench or after or evals
+    return max(pool, key=lambda e: (e.get("step") or 0, e.get("created", "")))
+
+
+def fmt(mean: float, std: float | None) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def strategy_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str]], dict[str, Any]]:
+    """(header, rows, data): one row per strategy label, one column per evaluated set + Total; each cell the mean
+    over the label's seeds ± their sample std (a single seed: the value alone). `data[label][set]` has the raw
+    values and the seeds, for checks and JSON."""
+    by_label: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    proxies: set[str] = set()
+    sets: list[str] = []
+    for run in runs:
+        ev = final_eval(run)
+        if ev is None:
+            continue
+        by_label[run.label].append((run.seed, ev))
+        for name, s in ev["sets"].items():
+            if name not in sets:
+                sets.append(name)
+            if s.get("proxy"):
+                proxies.add(name)
+    header = ["strategy", "seeds"] + [f"{s}*" if s in proxies else s for s in sets] + ["Total"]
+    rows, data = [], {}
+    for label, items in by_label.items():
+        seeds = sorted(seed for seed, _ in items)
+        row = [label, ",".join(map(str, seeds))]
+        data[label] = {"seeds": seeds}
+        for name in sets + ["Total"]:
+            values = [float(ev["total"]["value"]) if name == "Total" else float(ev["sets"][name]["score"])
+                      for _, ev in items if name == "Total" or name in ev["sets"]]
+            values = [v for v in values if math.isfinite(v)]
+            mean = statistics.fmean(values) if values else math.nan
+            std = statistics.stdev(values) if len(values) > 1 else None
+            data[label][name] = {"values": values, "mean": mean, "std": std}
+            row.append(fmt(mean, std))
+        rows.append(row)
+    return header, rows, data
+
+
+def run_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "strategy", "seed", "steps", "domains", "surgery", "stages"]
+    rows = []
+    for run in runs:
+        steps = run.metrics[-1]["step"] if run.metrics else 0
+        surgery = f"{run.cfg('surgery.granularity', '?')}/{run.cfg('surgery.method', '?')}"
+        stages = " -> ".join(name for name, _, _ in run.stages())
+        rows.append([run.path.name, run.label, str(run.seed), str(steps), ", ".join(run.domains), surgery, stages])
+    return header, rows
+
+
+def interference_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "pair", "steps", "mean cos", "steps cos<0", "norm ratio min / median / max",
+              "groups conflicted (mean)"]
+    rows = []
+    for run in runs:
+        for pair, s in conflict.conflict_summary(run).items():
+            rows.append([f"{run.label} seed {run.seed}", pair.replace("__", " vs "), f"{int(s['steps'])}",
+                         f"{s['cos_mean']:.3f}", f"{100 * s['cos_neg_frac']:.0f}%",
+                         f"{s['norm_ratio_min']:.3g} / {s['norm_ratio_median']:.3g} / {s['norm_ratio_max']:.3g}",
+                         f"{100 * s['groups_conflicted_frac_mean']:.0f}%"])
+    return header, rows

@@ -1,0 +1,51 @@
+"""The report builds from run directories, has every section with embedded images, and its tables show the
+numbers of the runs' evaluation files (mean ± std over seeds)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnostics"))
+from fixture_run import write_fixture_run  # noqa: E402
+
+from mgs.cli import main  # noqa: E402
+from mgs.reports.build import SECTIONS  # noqa: E402
+
+
+def test_report_has_every_section_images_and_matching_numbers(tmp_path):
+    scores = {0: {"gsm8k": 0.25, "ifeval": 0.5}, 1: {"gsm8k": 0.35, "ifeval": 0.4}}
+    runs = [write_fixture_run(tmp_path / f"mgs_s{s}", steps=4, seed=s, save_grads=False,
+                              evals={"bench_step_000004": scores[s]}) for s in (0, 1)]
+    runs.append(write_fixture_run(tmp_path / "mixed", steps=4, seed=0, method="sum", strategy="mixed",
+                                  save_grads=False, evals={"after": {"gsm8k": 0.2, "ifeval": 0.3}}))
+    out = tmp_path / "report"
+    assert main(["report", *map(str, runs), "--out", str(out)]) == 0
+
+    page = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    for title in SECTIONS:
+        assert f"<h2>{title}</h2>" in page and f"## {title}" in md
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) >= 7
+    assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
+    for link in re.findall(r"\]\(([^)]+\.png)\)", md):
+        assert (out / link).is_file()
+
+    # strategies x benchmarks: mgs over seeds 0 and 1, in percent, mean ± sample std
+    (row,) = [line for line in md.splitlines() if line.startswith("| mgs |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "0,1"
+    g = [100 * scores[s]["gsm8k"] for s in (0, 1)]
+    i = [100 * scores[s]["ifeval"] for s in (0, 1)]
+    assert cells[2] == f"{statistics.fmean(g):.1f} ± {statistics.stdev(g):.1f}"
+    assert cells[3] == f"{statistics.fmean(i):.1f} ± {statistics.stdev(i):.1f}"
+    totals = [(a + b) / 2 for a, b in zip(g, i)]
+    assert cells[4] == f"{statistics.fmean(totals):.1f} ± {statistics.stdev(totals):.1f}"
+    (mixed,) = [line for line in md.splitlines() if line.startswith("| mixed | 0 |")]
+    assert [c.strip() for c in mixed.strip("|").split("|")][2:] == ["20.0", "30.0", "25.0"]
