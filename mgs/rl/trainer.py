@@ -1,0 +1,559 @@
+"""The multi-domain GRPO training loop: `train(cfg, run_dir)` is the whole loop in one readable function.
+
+Per step: draw prompts from the stage's domains by their mixing weights -> sample G completions per prompt
+(rollout backend) -> score each with its own domain's reward (`Run.rollout`) -> `Run.learn(scored)`: group
+advantages, reference log-probs (only when kl_coef != 0), the per-domain step of `mgs.rl.step` (surgery or sum),
+metrics. Fixed rollouts can be injected into `Run.learn`, which is how equivalences are tested.
+
+Strategies are a registry (`STRATEGIES`): each turns the config into a `Plan` (stages, and whether the update
+keeps per-domain gradients and applies surgery). `mixed` = Mixed RL (optionally monitor-only surgery stats),
+`sequential` = stages of single domains or mixes, `mgs` = Mixed batches + gradient surgery (any granularity and
+method; `granularity=global` is global PCGrad, `method=sum` is exactly Mixed RL).
+
+`run(cfg)` adds what the CLI needs around `train`: `train.compare` runs several strategies one after the other from
+the same initial weights into RUN/<strategy>/ and writes a side-by-side summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from mgs.config import Config, save_config, to_dict
+from mgs.domains import build_domain
+from mgs.domains.base import Domain, Sample
+from mgs.registry import Registry
+from mgs.rl import checkpoint
+from mgs.rl.grpo import group_advantages
+from mgs.rl.logging import RunLogger, read_metrics
+from mgs.rl.step import StepOutcome, StepSettings, TrainSample, plan_schedule, reference_logprobs, update
+
+# ----------------------------------------------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: int
+    weights: dict[str, float]  # domain name -> mixing weight (> 0 only)
+
+
+@dataclass(frozen=True)
+class Plan:
+    stages: tuple[Stage, ...]
+    per_domain: bool  # keep one gradient per domain (surgery, or monitor-only stats)
+    surgery: bool  # combine with surgery.method (False: plain sum)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def stage_at(self, step: int) -> int:
+        """Index of the stage that runs (1-based) `step`."""
+        end = 0
+        for i, s in enumerate(self.stages):
+            end += s.steps
+            if step <= end:
+                return i
+        raise ValueError(f"step {step} is past the plan's {self.total_steps} steps")
+
+
+STRATEGIES: Registry[Callable[[Config], Plan]] = Registry("strategy")
+
+
+def _all_domains(cfg: Config, name: str) -> Stage:
+    weights = {d.name or d.kind: d.weight for d in cfg.domains if d.weight > 0}
+    return Stage(name, cfg.train.steps, weights)
+
+
+@STRATEGIES.register("mixed")
+def mixed_plan(cfg: Config) -> Plan:
+    """Mixed RL: every batch mixes the domains by weight; the update is the sum (surgery.monitor: stats only)."""
+    return Plan((_all_domains(cfg, "mixed"),), per_domain=cfg.surgery.monitor, surgery=False)
+
+
+@STRATEGIES.register("mgs")
+def mgs_plan(cfg: Config) -> Plan:
+    """Mixed batches, per-domain gradients combined by surgery (granularity + method from `surgery`)."""
+    return Plan((_all_domains(cfg, "mgs"),), per_domain=True, surgery=True)
+
+
+@STRATEGIES.register("sequential")
+def sequential_plan(cfg: Config) -> Plan:
+    """Stages one after the other (each a domain or a mix); the policy carries over; update = sum."""
+    stages = tuple(
+        Stage(st.name or "+".join(st.domains), st.steps, {k: float(v) for k, v in st.domains.items() if v > 0})
+        for st in cfg.strategy.stages
+    )
+    return Plan(stages, per_domain=cfg.surgery.monitor, surgery=False)
+
+
+def allocate(weights: dict[str, float], total: int) -> dict[str, int]:
+    """Split `total` prompts over domains in proportion to `weights` (largest remainder, ties by order)."""
+    wsum = sum(weights.values())
+    exact = {d: total * w / wsum for d, w in weights.items()}
+    counts = {d: int(math.floor(x)) for d, x in exact.items()}
+    rest = sorted(weights, key=lambda d: (-(exact[d] - counts[d]), list(weights).index(d)))
+    for d in rest[: total - sum(counts.values())]:
+        counts[d] += 1
+    return counts
+
+
+class DomainStream:
+    """A domain's training prompts in a seeded order, reshuffled every epoch; (epoch, cursor) is the data position."""
+
+    def __init__(self, samples: list[Sample], name: str, seed: int) -> None:
+        if not samples:
+            raise ValueError(f"domain {name!r} has no training prompts (check its params and train_limit)")
+        self.samples, self.name, self.seed = samples, name, seed
+        self.epoch, self.cursor = 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> list[int]:
+        order = list(range(len(self.samples)))
+        random.Random(f"{self.seed}/{self.name}/{self.epoch}").shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Sample]:
+        out = []
+        for _ in range(n):
+            if self.cursor == len(self._order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._shuffle()
+            out.append(self.samples[self._order[self.cursor]])
+            self.cursor += 1
+        return out
+
+    def state(self) -> list[int]:
+        return [self.epoch, self.cursor]
+
+    def restore(self, state: Sequence[int]) -> None:
+        self.epoch, self.cursor = int(state[0]), int(state[1])
+        self._order = self._shuffle()
+
+
+# ------------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Scored:
+    """One sampled completion with its reward; `group` numbers the prompt (G consecutive entries share it)."""
+
+    domain: str
+    group: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    reward: float | None
+    uid: str = ""
+    prompt: str = ""
+    response: str = ""
+    reward_info: dict | None = None
+
+
+def load_policy_for(cfg: Config):
+    """The policy of `cfg.model` (`tiny:<family>` builds a tiny random model for tests)."""
+    from mgs.rl.model import build_tiny_policy, load_policy
+
+    m = cfg.model
+    device = m.device if m.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    lora = None if m.lora.r == 0 else {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout,
+                                       "target_modules": m.lora.target_modules}
+    if m.name.startswith("tiny:"):
+        return build_tiny_policy(m.name.split(":", 1)[1], seed=cfg.train.seed, dtype=m.dtype, device=device, lora=lora)
+    return load_policy(m.name, dtype=m.dtype, device=device, lora=lora, gradient_checkpointing=m.gradient_checkpointing)
+
+
+class Reference:
+    """The KL reference policy: a frozen copy (full fine-tuning) or the base model with adapters off (LoRA)."""
+
+    def __init__(self, policy, temperature: float) -> None:
+        self.policy, self.temperature = policy, temperature
+        self.model = None if policy.is_peft else copy.deepcopy(policy.model).requires_grad_(False).eval()
+
+    def reset_to_policy(self) -> None:
+        if self.model is None:
+            raise ValueError("strategy.reset_reference_per_stage is not supported with LoRA (the reference is the base "
+                             "model); set it to false or use full fine-tuning")
+        self.model.load_state_dict(self.policy.model.state_dict())
+
+    def state(self) -> dict[str, torch.Tensor] | None:
+        return None if self.model is None else {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def logprobs(self, samples: list[TrainSample]) -> list[torch.Tensor]:
+        pad = self.policy.tokenizer.pad_token_id
+        if self.model is not None:
+            return reference_logprobs(self.model, samples, pad, temperature=self.temperature)
+        with self.policy.model.disable_adapter():
+            return reference_logprobs(self.policy.model, samples, pad, temperature=self.temperature)
+
+
+class Run:
+    """The state of one training run (policy, optimizer, domains, data streams) and its two per-step actions:
+    `rollout` (sample + score) and `learn` (advantages + update). Components get their own config sections."""
+
+    def __init__(self, cfg: Config, policy=None, domains: dict[str, Domain] | None = None) -> None:
+        from mgs.rl.rollout import ROLLOUT_BACKENDS
+
+        self.cfg = cfg
+        self.plan = STRATEGIES.get(cfg.strategy.name)(cfg)
+        self.policy = policy if policy is not None else load_policy_for(cfg)
+        self.policy.model.eval()  # no dropout: the sampled and the trained distributions are the same
+        self.domains = domains if domains is not None else {
+            (d.name or d.kind): build_domain(d.kind, d.name or d.kind, **d.params) for d in cfg.domains}
+        self.order = [d.name or d.kind for d in cfg.domains]  # the fixed domain order of every step
+        self.streams: dict[str, DomainStream] = {}
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.policy.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+        self.backend = ROLLOUT_BACKENDS.get(cfg.rollout.backend)(self.policy.model, self.policy.tokenizer)
+        self.reference = Reference(self.policy, cfg.rollout.temperature) if cfg.grpo.kl_coef else None
+        g, o, s = cfg.grpo, cfg.optim, cfg.surgery
+        self.settings = StepSettings(
+            clip_eps=g.clip_eps, dual_clip=g.dual_clip, kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
+            grad_clip=o.grad_clip, per_domain=self.plan.per_domain, surgery=self.plan.surgery,
+            granularity=s.granularity, method=s.method, seed=cfg.train.seed, temperature=cfg.rollout.temperature,
+            buffer_dtype={"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[s.buffer_dtype])
+
+    def stream(self, domain: str) -> DomainStream:
+        if domain not in self.streams:
+            spec = next(d for d in self.cfg.domains if (d.name or d.kind) == domain)
+            samples = self.domains[domain].load("train", limit=spec.train_limit, seed=self.cfg.train.seed)
+            self.streams[domain] = DomainStream(samples, domain, self.cfg.train.seed)
+        return self.streams[domain]
+
+    def rollout(self, step: int, stage: Stage) -> tuple[list[Scored], dict[str, float]]:
+        """Draw the step's prompts, sample G completions each, score them. Returns scored rows (grouped by prompt)."""
+        from mgs.domains.template import apply_template, score_responses
+        from mgs.rl.model import encode_prompts
+
+        cfg = self.cfg
+        counts = allocate(stage.weights, cfg.grpo.prompts_per_step)
+        prompts = [(d, s) for d in self.order if d in counts for s in self.stream(d).take(counts[d])]
+        template = cfg.rollout.template
+        prompt_ids = encode_prompts(self.policy.tokenizer,
+                                    [apply_template(s.messages, template) for _, s in prompts])
+        t0 = time.perf_counter()
+        G = cfg.grpo.group_size
+        completions = self.backend.generate(prompt_ids, num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                                            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                                            seed=cfg.train.seed * 1_000_003 + step)
+        rollout_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        results: list[Any] = [None] * len(completions)
+        for d in counts:
+            idx = [i for i, c in enumerate(completions) if prompts[c.prompt_index][0] == d]
+            if idx:
+                scored = score_responses(self.domains[d], [prompts[completions[i].prompt_index][1] for i in idx],
+                                         [completions[i].text for i in idx], template)
+                for i, r in zip(idx, scored):
+                    results[i] = r
+        reward_s = time.perf_counter() - t1
+        rows = []
+        for c, r in zip(completions, results):
+            d, sample = prompts[c.prompt_index]
+            rows.append(Scored(d, c.prompt_index, list(c.prompt_ids), list(c.completion_ids), r.score, sample.uid,
+                               sample.messages[-1]["content"], c.text, {**r.parts, **r.info}))
+        return rows, {"time/rollout_s": rollout_s, "time/reward_s": reward_s}
+
+    def learn(self, scored: Sequence[Scored], step: int, stage: Stage | None = None,
+              keep_domain_grads: bool = False) -> tuple[StepOutcome, list[float | None]]:
+        """GRPO update from scored completions (`group_size` consecutive rows per prompt). Returns the step's
+        outcome (metrics include the per-domain reward statistics) and each row's advantage (None = excluded)."""
+        cfg = self.cfg
+        G = cfg.grpo.group_size
+        if len(scored) % G:
+            raise ValueError(f"{len(scored)} scored rows do not form groups of grpo.group_size={G}")
+        advantages: list[float | None] = [None] * len(scored)
+        metrics: dict[str, float] = {}
+        stage_domains = [d for d in self.order if stage is None or d in stage.weights]
+        for d in stage_domains:
+            groups = [g for g in range(0, len(scored), G) if scored[g].domain == d]
+            if not groups:
+                continue
+            rewards = [scored[g + k].reward for g in groups for k in range(G)]
+            ga = group_advantages(rewards, G, cfg.grpo.adv_eps)
+            for j, g in enumerate(groups):
+                advantages[g : g + G] = ga.advantages[j * G : (j + 1) * G]
+            scored_r = [r for r in rewards if r is not None]
+            mean = sum(scored_r) / len(scored_r) if scored_r else float("nan")
+            metrics.update({
+                f"train/{d}/reward_mean": mean,
+                f"train/{d}/reward_std": (sum((r - mean) ** 2 for r in scored_r) / len(scored_r)) ** 0.5
+                if scored_r else float("nan"),
+                f"train/{d}/reward_none_frac": 1 - len(scored_r) / len(rewards),
+                f"train/{d}/response_tokens_mean": sum(len(scored[g + k].completion_ids) for g in groups
+                                                       for k in range(G)) / len(rewards),
+                f"train/{d}/zero_std_group_frac": ga.zero_std_groups / ga.num_groups,
+                f"train/{d}/num_samples": float(len(rewards)),
+            })
+        samples = [TrainSample(s.domain, s.prompt_ids, s.completion_ids, a)
+                   for s, a in zip(scored, advantages) if a is not None and s.completion_ids]
+        if self.reference is not None and samples:
+            for s, ref in zip(samples, self.reference.logprobs(samples)):
+                s.ref_logp = ref
+        schedule = plan_schedule(samples, stage_domains, cfg.train.micro_batch_size, cfg.train.micro_batch_unit)
+        try:
+            outcome = update(self.policy.model, self.optimizer, samples, schedule, self.settings, step=step,
+                             pad_id=self.policy.tokenizer.pad_token_id, keep_domain_grads=keep_domain_grads)
+        except torch.OutOfMemoryError as e:
+            raise torch.OutOfMemoryError(
+                f"out of memory in the training step: lower train.micro_batch_size (now {cfg.train.micro_batch_size}"
+                f" {cfg.train.micro_batch_unit}), rollout.max_new_tokens ({cfg.rollout.max_new_tokens}), "
+                f"grpo.prompts_per_step ({cfg.grpo.prompts_per_step}); or set surgery.buffer_dtype=bfloat16, "
+                f"model.gradient_checkpointing=true, model.lora.r>0. ({e})") from e
+        outcome.metrics.update(metrics)
+        outcome.metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        return outcome, advantages
+
+    def data_state(self) -> dict[str, list[int]]:
+        return {d: s.state() for d, s in self.streams.items()}
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+
+
+def evaluate(run: Run, tag: str, logger: RunLogger) -> dict[str, dict[str, float]]:
+    """Greedy held-out eval of every domain -> eval/<tag>.json; returns {domain: {value, stderr, metric}}."""
+    from mgs.eval.runner import evaluate_domain
+
+    cfg = run.cfg
+    out, full = {}, {}
+    for spec in cfg.domains:
+        name = spec.name or spec.kind
+        domain = run.domains[name]
+        samples = domain.load("test", limit=spec.eval_limit, seed=cfg.train.seed)
+        res = evaluate_domain(run.backend, run.policy.tokenizer, domain, samples,
+                              max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+                              template=cfg.rollout.template, seed=cfg.train.seed)
+        main = res.main_metric or "score_mean"
+        stderr = res.metrics.get(f"{main}_stderr", res.metrics.get("score_stderr", float("nan")))
+        out[name] = {"metric": main, "value": res.metrics[main], "stderr": stderr}
+        full[name] = res.to_dict()
+    logger.write_json(f"eval/{tag}.json", full)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ the loop
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the current step, checkpoint, stop. Second: abandon the step (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> "_Interrupt":
+        with contextlib.suppress(ValueError):  # not the main thread: no handler, Ctrl-C behaves as usual
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\n[mgs] interrupt: finishing this step, then writing a checkpoint (Ctrl-C again to abandon the step)")
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, policy=None,
+          before_eval: dict | None = None) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (default cfg.train.out_dir); returns the summary (also RUN/summary.json)."""
+    run_dir = Path(run_dir or cfg.train.out_dir)
+    ckpt = checkpoint.latest(run_dir) if resume else None
+    if not resume and (run_dir / "metrics.jsonl").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+                              "train.out_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    run = Run(cfg, policy=policy)
+    start = 1
+    if ckpt is not None:
+        state = checkpoint.load(ckpt, model=run.policy.model, optimizer=run.optimizer)
+        for d, pos in state["data"].items():
+            run.stream(d).restore(pos)
+        if "reference" in state and run.reference is not None:
+            run.reference.load(state["reference"])
+        start = state["step"] + 1
+        kept = [m for m in read_metrics(run_dir) if m["step"] < start]  # drop steps logged after the checkpoint
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+    logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb,
+                       progress=cfg.logging.progress, total_steps=run.plan.total_steps, initial_step=start - 1,
+                       desc=cfg.strategy.name, config=to_dict(cfg))
+    t_run = time.perf_counter()
+    before = before_eval
+    if before is None and cfg.eval.before and start == 1:
+        before = evaluate(run, "before", logger)
+    elif before is not None:
+        logger.write_json("eval/before.json", {"copied_from": "the shared initial weights", "summary": before})
+    stage_of_reset = -1
+    status, step, done = "finished", start - 1, start - 1
+    with _Interrupt() as interrupt:
+        try:
+            for step in range(start, run.plan.total_steps + 1):
+                t_step = time.perf_counter()
+                si = run.plan.stage_at(step)
+                stage = run.plan.stages[si]
+                if (cfg.strategy.reset_reference_per_stage and run.reference is not None and si > 0
+                        and step == sum(s.steps for s in run.plan.stages[:si]) + 1 and stage_of_reset != si):
+                    run.reference.reset_to_policy()
+                    stage_of_reset = si
+                scored, times = run.rollout(step, stage)
+                keep = step in cfg.diagnostics.save_domain_grads_steps
+                outcome, advantages = run.learn(scored, step, stage, keep_domain_grads=keep)
+                done = step
+                metrics = {"step": step, "stage": stage.name, **times, **outcome.metrics}
+                if torch.cuda.is_available():
+                    metrics["mem/peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                metrics["time/step_s"] = time.perf_counter() - t_step
+                logger.log(metrics)
+                if cfg.logging.save_completions:
+                    logger.write_jsonl(f"completions/step_{step:06d}.jsonl", [
+                        {"uid": s.uid, "domain": s.domain, "prompt": s.prompt, "response": s.response,
+                         "reward": s.reward, "reward_info": s.reward_info, "advantage": a}
+                        for s, a in zip(scored, advantages)])
+                if outcome.surgery_stats is not None:
+                    logger.write_json(f"surgery/step_{step:06d}.json", outcome.surgery_stats.to_dict())
+                if outcome.domain_grads is not None:
+                    logger.write_grads(step, outcome.domain_grads)
+                if cfg.train.save_every and step % cfg.train.save_every == 0:
+                    _save(run, run_dir, step)
+                if interrupt.requested:
+                    status = "interrupted"
+                    break
+        except KeyboardInterrupt:
+            status = "interrupted"  # the abandoned step never reached the optimizer: checkpoint the previous one
+    if done >= 1 and checkpoint.latest(run_dir) != checkpoint.step_dir(run_dir, done):
+        _save(run, run_dir, done)
+    after = None
+    if status == "finished" and cfg.eval.after:
+        after = evaluate(run, "after", logger)
+    logger.close()
+    summary = _summary(cfg, run, run_dir, status, done, before, after, time.perf_counter() - t_run)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _save(run: Run, run_dir: Path, step: int) -> None:
+    reset = run.cfg.strategy.reset_reference_per_stage and run.reference is not None
+    checkpoint.save(run_dir, step, model=run.policy.model, tokenizer=run.policy.tokenizer, optimizer=run.optimizer,
+                    state={"data": run.data_state(), "strategy": run.cfg.strategy.name},
+                    reference=run.reference.state() if reset else None)
+
+
+def _summary(cfg: Config, run: Run, run_dir: Path, status: str, steps: int, before, after, time_s: float) -> dict:
+    rows = read_metrics(run_dir)
+    train_rewards = {}
+    for d in run.order:
+        series = [m[f"train/{d}/reward_mean"] for m in rows if m.get(f"train/{d}/reward_mean") is not None]
+        if series:
+            train_rewards[d] = {"first": series[0], "last": series[-1], "mean": sum(series) / len(series)}
+    conflicts = {}
+    for key in sorted({k for m in rows for k in m if k.startswith("surgery/cos/")}):
+        pair = key.split("/", 2)[2]
+        cos = [m[key] for m in rows if m.get(key) is not None]
+        frac = [m[f"surgery/conflict_frac/{pair}"] for m in rows if m.get(f"surgery/conflict_frac/{pair}") is not None]
+        conflicts[pair] = {"cos_mean": sum(cos) / len(cos), "negative_cos_steps_frac": sum(c < 0 for c in cos) / len(cos),
+                           "conflict_frac_mean": sum(frac) / len(frac) if frac else float("nan")}
+    step_s = [m["time/step_s"] for m in rows if "time/step_s" in m]
+    return {"strategy": cfg.strategy.name, "status": status, "steps": steps, "model": run.policy.name,
+            "model_note": run.policy.note, "surgery": {"granularity": cfg.surgery.granularity,
+                                                       "method": cfg.surgery.method},
+            "eval": {"before": before, "after": after}, "train_reward": train_rewards, "conflicts": conflicts,
+            "skipped_steps": int(sum(m.get("train/skipped", 0) for m in rows)),
+            "step_s_mean": sum(step_s) / len(step_s) if step_s else None, "time_s": time_s}
+
+
+# ------------------------------------------------------------------------------------------------------ compare
+
+
+def run(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
+    """`train`, or with `train.compare` every listed strategy from the same initial weights (RUN/<strategy>/),
+    sharing one before-eval; writes RUN/summary.json {strategy: summary} in that case."""
+    root = Path(cfg.train.out_dir)
+    if not cfg.train.compare:
+        return train(cfg, root, resume=resume)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "config.yaml")
+    policy = load_policy_for(cfg)
+    initial = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+    before = None
+    summaries: dict[str, Any] = {}
+    for name in cfg.train.compare:
+        sub = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, name=name),
+                                  train=dataclasses.replace(cfg.train, compare=(), out_dir=str(root / name)))
+        if resume and (root / name / "summary.json").is_file():
+            done = json.loads((root / name / "summary.json").read_text())
+            if done.get("status") == "finished":
+                summaries[name] = done
+                before = before or done["eval"]["before"]
+                continue
+        policy.model.load_state_dict(initial)
+        if before is None and cfg.eval.before:
+            before = evaluate(Run(sub, policy=policy), "before", RunLogger(root, progress=False))
+        summaries[name] = train(sub, root / name, resume=resume, policy=policy, before_eval=before)
+        if summaries[name]["status"] != "finished":
+            break
+    (root / "summary.json").write_text(json.dumps(summaries, indent=1))
+    return summaries
+
+
+def format_table(summaries: dict[str, dict]) -> str:
+    """The closing table: held-out eval before/after (+- standard error), train reward, conflicts, time."""
+    names = list(summaries)
+    first = summaries[names[0]]
+    lines = [f"model: {first['model']} ({first['model_note']})"]
+    header = f"{'':28s}" + "".join(f"{n:>22s}" for n in names)
+    lines.append(header)
+    domains = list((first["eval"].get("before") or first["eval"].get("after") or first["train_reward"] or {}).keys())
+    if not domains:
+        domains = list(first["train_reward"])
+
+    def fmt(e):
+        return "-" if not e else f"{e['value']:.3f} +- {e['stderr']:.3f}"
+
+    for d in domains:
+        before = (first["eval"].get("before") or {}).get(d)
+        if before:
+            lines.append(f"{'eval ' + d + ' before':28s}" + "".join(f"{fmt(before):>22s}" for _ in names))
+        lines.append(f"{'eval ' + d + ' after':28s}" + "".join(
+            f"{fmt((summaries[n]['eval'].get('after') or {}).get(d)):>22s}" for n in names))
+    for d in first["train_reward"]:
+        lines.append(f"{'train reward ' + d + ' first->last':28s}" + "".join(
+            f"{_fl(summaries[n]['train_reward'].get(d)):>22s}" for n in names))
+    pairs = sorted({p for n in names for p in summaries[n]["conflicts"]})
+    for p in pairs:
+        lines.append(f"{'cos ' + p:28s}" + "".join(
+            f"{_pair(summaries[n]['conflicts'].get(p), 'cos_mean'):>22s}" for n in names))
+        lines.append(f"{'groups conflicting ' + p:28s}" + "".join(
+            f"{_pair(summaries[n]['conflicts'].get(p), 'conflict_frac_mean'):>22s}" for n in names))
+    lines.append(f"{'steps (skipped)':28s}" + "".join(
+        f"{str(summaries[n]['steps']) + ' (' + str(summaries[n]['skipped_steps']) + ')':>22s}" for n in names))
+    lines.append(f"{'mean step time s':28s}" + "".join(
+        f"{summaries[n]['step_s_mean'] or float('nan'):>22.1f}" for n in names))
+    return "\n".join(lines)
+
+
+def _fl(r):
+    return "-" if not r else f"{r['first']:.3f} -> {r['last']:.3f}"
+
+
+def _pair(c, key):
+    return "-" if not c else f"{c[key]:+.3f}"
