@@ -28,9 +28,12 @@ import copy
 import functools
 import importlib
 import io
+import json
+import random
 import importlib.util
 import sys
 import types
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
@@ -59,8 +62,16 @@ class InstructionSet:
             cls = self.classes[instruction_id]
         except KeyError:
             raise KeyError(f"unknown {self.name} instruction {instruction_id!r}") from None
-        checker = cls(instruction_id)
-        checker.build_description(**{k: v for k, v in kwargs.items() if v is not None})
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        # A checker draws missing or invalid kwargs from the global `random` (IFEval's letter_frequency replaces
+        # '#' or '!' by a random letter): seed it from the instruction so verdicts are reproducible, then restore.
+        state = random.getstate()
+        try:
+            random.seed(zlib.crc32(json.dumps([instruction_id, kwargs], sort_keys=True, default=str).encode()))
+            checker = cls(instruction_id)
+            checker.build_description(**kwargs)
+        finally:
+            random.setstate(state)
         return checker
 
     def description(self, instruction_id: str, kwargs: Mapping[str, Any]) -> str:

@@ -58,11 +58,12 @@ class IFEvalDomain:
 
     Params: `train_path` / `test_path` (IFEval-format JSONL; `train_path=None` -> generated prompts),
     `checker` ("ifeval" | "ifbench"), `preset` (generator preset: "small" | "full"), `num_train` (generated prompts),
-    `system_prompt` (optional system message)."""
+    `system_prompt` (optional system message), `max_response_chars` (longer responses are not checked: score None;
+    some checkers are pure-Python tokenizers, ~1 min on 1 MB)."""
 
     def __init__(self, name: str = "ifeval", *, train_path: str | None = None, test_path: str | None = None,
                  checker: str = "ifeval", preset: str = "small", num_train: int = 2048,
-                 system_prompt: str | None = None) -> None:
+                 system_prompt: str | None = None, max_response_chars: int = 100_000) -> None:
         self.name = name
         self.paths = {"train": train_path, "test": test_path}
         self.checker = checker
@@ -70,6 +71,7 @@ class IFEvalDomain:
         self.preset = preset
         self.num_train = num_train
         self.system_prompt = system_prompt
+        self.max_response_chars = max_response_chars
 
     # ------------------------------------------------------------------------------------------------------ data
     def load(self, split: str, limit: int | None = None, seed: int = 0) -> list[Sample]:
@@ -112,6 +114,9 @@ class IFEvalDomain:
         """Reward of one response for a target {instruction_id_list, kwargs}; never raises on the response."""
         if not isinstance(response, str):
             return RewardResult.unscorable(f"response is {type(response).__name__}, not str")
+        if len(response) > self.max_response_chars:
+            return RewardResult.unscorable(f"response of {len(response)} chars exceeds max_response_chars="
+                                           f"{self.max_response_chars} (raise it to check such responses)")
         followed: dict[str, bool] = {}
         loose: dict[str, bool] = {}
         errors: dict[str, str] = {}
