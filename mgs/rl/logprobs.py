@@ -52,6 +52,7 @@ def token_logprobs(
     *,
     start: int | torch.Tensor,
     return_entropy: bool = True,
+    entropy_grad: bool = False,
     chunk_tokens: int = 2048,
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -61,7 +62,8 @@ def token_logprobs(
     start: int (same completion start for every row) or LongTensor [B] (per-row start = prompt length).
     Returns logp [B, Tc] float32 with Tc = T - min(start); column j of row b is the token at position start[b] + j;
     positions past the row's end or on padding are 0. entropy [B, Tc] (of the next-token distribution at the same
-    places, detached: a diagnostic) or None. `temperature` divides the logits (match the sampling temperature).
+    places; detached, a diagnostic, unless `entropy_grad` is set for an entropy bonus in the loss) or None.
+    `temperature` divides the logits (match the sampling temperature).
     Gradients flow into logp.
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
@@ -98,7 +100,7 @@ def token_logprobs(
         else:
             lp, ent = _chunk_logp_entropy(*args)
         logp_parts.append(lp)
-        ent_parts.append(ent.detach())
+        ent_parts.append(ent if entropy_grad else ent.detach())
     flat_logp = torch.cat(logp_parts) if logp_parts else hidden.new_zeros(0, dtype=torch.float32)
     logp = torch.zeros(B, Tc, dtype=torch.float32, device=device).index_put((b_idx, j_idx), flat_logp)
     entropy = None
