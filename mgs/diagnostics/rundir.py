@@ -160,16 +160,21 @@ class RunDir:
 
     # --- evaluations ----------------------------------------------------------------------------------------
     def eval_tags(self) -> list[str]:
+        """Tags of the evaluation files that hold results (in `mgs.eval.results` layout once read)."""
+        from mgs.eval.results import normalize
+
         folder = self.path / "eval"
         if not folder.is_dir():
             return []
-        return sorted(p.stem for p in folder.glob("*.json"))
+        return sorted(p.stem for p in folder.glob("*.json") if normalize(json.loads(p.read_text()), p.stem))
 
     def eval(self, tag: str) -> dict[str, Any]:
+        from mgs.eval.results import read_eval
+
         path = self.path / "eval" / f"{tag}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; evaluations of this run: {self.eval_tags()}")
-        return json.loads(path.read_text())
+        return read_eval(path)
 
     @cached_property
     def summary(self) -> dict[str, Any]:

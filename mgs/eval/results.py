@@ -121,13 +121,35 @@ def write_eval(
     return payload
 
 
+def normalize(payload: dict[str, Any], tag: str) -> dict[str, Any] | None:
+    """Bring a results file into the layout above. Accepts `write_eval`'s own, and `{set: EvalResult.to_dict()}`
+    (headline = main metric x 100). Returns None for files that hold no results (e.g. a note that eval was copied)."""
+    if "sets" in payload:
+        return payload
+    sets: dict[str, Any] = {}
+    for name, res in payload.items():
+        if not (isinstance(res, dict) and isinstance(res.get("metrics"), dict)):
+            continue
+        metrics = res["metrics"]
+        main = res.get("main_metric") or "prompt_reward_mean"
+        err = metrics.get(f"{main}_stderr")
+        sets[name] = {"domain": name, "main_metric": main, "score": 100.0 * float(metrics.get(main, math.nan)),
+                      "stderr": 100.0 * float(err) if err is not None else math.nan,
+                      "proxy": main.startswith("proxy_"), "note": "", "in_total": True, "metrics": metrics,
+                      "settings": {}}
+    if not sets:
+        return None
+    return {"tag": payload.get("tag", tag), "model": payload.get("model"), "step": payload.get("step"),
+            "created": payload.get("created", ""), "sets": sets, "total": total(sets)}
+
+
 def read_eval(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"evaluation file {path} not found")
-    payload = json.loads(path.read_text())
-    if "sets" not in payload:
-        raise ValueError(f"{path} is not an MGS evaluation file (no 'sets'); write it with mgs.eval.results.write_eval")
+    payload = normalize(json.loads(path.read_text()), path.stem)
+    if payload is None:
+        raise ValueError(f"{path} holds no evaluation results; write them with mgs.eval.results.write_eval")
     return payload
 
 

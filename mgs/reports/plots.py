@@ -133,10 +133,12 @@ def conflict_heatmap(m: conflict.ConflictMatrix, title: str) -> Figure:
                 ax.text(j, i, f"{rate[i, j]:.2f}", ha="center", va="center", fontsize=7)
     names = sorted(m.outside)
     side.barh(names, [m.outside[n] for n in names], color="tab:red")
+    for k, n in enumerate(names):
+        side.text(min(m.outside[n], 0.8) + 0.02, k, f"{m.outside[n]:.2f}", va="center", fontsize=8)
     side.set_xlim(0, 1)
     side.set_xlabel("conflict rate (fraction of steps)")
     side.set_title("outside layers", fontsize=9)
-    fig.colorbar(im, ax=ax, label="conflict rate (fraction of steps with <g_a, g_b> < 0)")
+    fig.colorbar(im, ax=ax, label="conflict rate (fraction of steps)")
     a, b = m.pair.split("__")
     ax.set_title(f"{title}\n{a} vs {b}", fontsize=10)
     fig.tight_layout()
