@@ -20,8 +20,10 @@ from typing import Iterator, Mapping, Sequence, Union
 
 import torch
 
-# Columns per chunk when a low-precision Gramian is accumulated through fp32 copies (CPU fallback).
-_CHUNK_COLUMNS = 1 << 20
+# Gramians of long rows are computed in column blocks of this many (see `_accumulate_gram`).
+GRAM_CHUNK_COLUMNS = 1 << 16
+# Blocks converted to fp32 at once where low-precision inputs can't be multiplied with fp32 output directly.
+_CONVERT_BATCHES = 32
 
 
 @dataclass
@@ -132,20 +134,36 @@ def _ieee_fp32(device: torch.device) -> Iterator[None]:
             matmul.fp32_precision = previous
 
 
-def _accumulate_gram(rows: torch.Tensor, out: torch.Tensor) -> None:
-    """out [D, D] += rows [D, n] @ rows.T, accumulated in out's dtype (fp32 or fp64)."""
-    if rows.dtype == out.dtype:
-        out.addmm_(rows, rows.T)
-        return
-    if rows.is_cuda and rows.dtype in (torch.bfloat16, torch.float16) and out.dtype == torch.float32:
+def _batched_gram(batches: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """sum_b batches[b] @ batches[b].T for batches [c, D, k], accumulated in `dtype` (fp32 or fp64)."""
+    if batches.dtype == dtype:
+        return torch.bmm(batches, batches.transpose(1, 2)).sum(dim=0)
+    if batches.is_cuda and batches.dtype in (torch.bfloat16, torch.float16) and dtype == torch.float32:
         try:  # one pass, fp32 accumulation and output, no copy
-            out.add_(torch.mm(rows, rows.T, out_dtype=torch.float32))
-            return
+            return torch.bmm(batches, batches.transpose(1, 2), out_dtype=torch.float32).sum(dim=0)
         except (RuntimeError, TypeError):
             pass
-    for chunk in rows.split(_CHUNK_COLUMNS, dim=1):
-        wide = chunk.to(out.dtype)
-        out.addmm_(wide, wide.T)
+    total = torch.zeros(batches.shape[1], batches.shape[1], dtype=dtype, device=batches.device)
+    for slab in batches.split(_CONVERT_BATCHES):  # convert a few MB at a time, never the whole tensor
+        wide = slab.to(dtype)
+        total += torch.bmm(wide, wide.transpose(1, 2)).sum(dim=0)
+    return total
+
+
+def _accumulate_gram(rows: torch.Tensor, out: torch.Tensor, chunk_columns: int) -> None:
+    """out [D, D] += rows [D, n] @ rows.T, accumulated in out's dtype (fp32 or fp64).
+
+    Long rows are cut into [n // chunk_columns] column blocks multiplied as one batched matmul (a view, no
+    copy): BLAS handles many short inner products far better than one [D, n] x [n, D] product with huge n,
+    and the per-block partial sums make the fp32 accumulation more accurate too."""
+    num_domains, n = rows.shape
+    if chunk_columns > 0 and n >= 2 * chunk_columns:
+        blocks = n // chunk_columns
+        body = rows[:, : blocks * chunk_columns].reshape(num_domains, blocks, chunk_columns).transpose(0, 1)
+        out += _batched_gram(body, out.dtype)
+        rows = rows[:, blocks * chunk_columns :]
+    if rows.shape[1] > 0:
+        out += _batched_gram(rows.unsqueeze(0), out.dtype)
 
 
 def accumulation_dtype(grads: Grads, domains: Sequence[str]) -> torch.dtype:
@@ -163,17 +181,21 @@ def _device(grads: Grads, domains: Sequence[str]) -> torch.device:
 
 
 def local_gramians(
-    grads: Grads, groups: Mapping[str, Sequence[str]], domains: Sequence[str] | None = None
+    grads: Grads,
+    groups: Mapping[str, Sequence[str]],
+    domains: Sequence[str] | None = None,
+    chunk_columns: int = GRAM_CHUNK_COLUMNS,
 ) -> torch.Tensor:
     """This process's Gramians of every group, stacked: [num_groups, D, D] (fp32, fp64 for fp64 grads), on the
-    gradients' device, in the order of `groups`. Sum them over ranks (one all-reduce) before `weights`."""
+    gradients' device, in the order of `groups`. Sum them over ranks (one all-reduce) before `weights`.
+    `chunk_columns`: column block of the batched Gramian matmul (0 = one plain matmul per tensor)."""
     domains = grad_domains(grads, domains)
     device = _device(grads, domains)
     grams = torch.zeros(len(groups), len(domains), len(domains), dtype=accumulation_dtype(grads, domains), device=device)
     with _ieee_fp32(device):
         for index, names in enumerate(groups.values()):
             for name in names:
-                _accumulate_gram(_rows(grads, domains, name), grams[index])
+                _accumulate_gram(_rows(grads, domains, name), grams[index], chunk_columns)
     return grams
 
 

@@ -208,3 +208,16 @@ def test_summary_matches_reference_numbers():
     record = json.loads(json.dumps(stats.to_dict(), allow_nan=False))
     assert [g["name"] for g in record["groups"]] == list(groups)
     assert set(record["groups"][1]["orders"]) == set(domains)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_blocked_gramian_equals_plain_matmul(dtype):
+    """The column-blocked batched Gramian (used for long tensors) agrees with one float64 matmul per group."""
+    grads = conflicting_grads(3, seed=13, dtype=dtype)
+    groups = partition(list(grads["math"]), "module")
+    exact = local_gramians({d: {n: t.double() for n, t in g.items()} for d, g in grads.items()}, groups, chunk_columns=0)
+    for chunk in (7, 16, 1 << 16):
+        blocked = local_gramians(stack(grads, sorted(grads)), groups, chunk_columns=chunk)
+        assert blocked.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(blocked.double(), exact, rtol=tol, atol=tol * float(exact.abs().max()))
