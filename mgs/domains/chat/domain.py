@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from mgs.domains.base import DOMAINS, RewardResult, Sample
 from mgs.domains.chat.data import CHAT_SOURCES, ChatRecord
-from mgs.domains.chat.rewards import RewardModel, build_reward_model
+from mgs.domains.chat.rewards import RewardModel, as_bool, build_reward_model
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class ChatDomain:
                  source_params: dict[str, Any] | None = None, reward: str | RewardModel = "similarity-proxy",
                  reward_params: dict[str, Any] | None = None, test_fraction: float = 0.2,
                  skip_missing_references: bool = False) -> None:
+        test_fraction = float(test_fraction)
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"chat: test_fraction must be in (0, 1), got {test_fraction}")
         self.name = name
@@ -47,7 +48,7 @@ class ChatDomain:
         self.reward: RewardModel = (build_reward_model(reward, **(reward_params or {})) if isinstance(reward, str)
                                     else reward)
         self.test_fraction = float(test_fraction)
-        self.skip_missing_references = bool(skip_missing_references)
+        self.skip_missing_references = as_bool(skip_missing_references)
         self._reference_scores: dict[str, float | None] = {}
 
     # -- data -------------------------------------------------------------------------------------------------

@@ -61,6 +61,15 @@ def clean_text(text: Any) -> str:
     return str(text).encode("utf-8", "replace").decode("utf-8")
 
 
+def as_bool(value: Any) -> bool:
+    """A flag from config or a command line ("true"/"false"/"1"/"0" strings included)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected a boolean (true/false), got {value!r}")
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
 def unscorable_all(reason: str, n: int) -> list[RewardResult]:
     """`n` separate unscorable results (separate objects: callers may annotate them)."""
     return [RewardResult.unscorable(reason) for _ in range(n)]
@@ -215,7 +224,7 @@ class CallableReward:
         if not callable(self.fn):
             raise ValueError(f"callable reward: {function!r} is not callable")
         self.name = name or (function if isinstance(function, str) else getattr(function, "__qualname__", "callable"))
-        self.proxy = bool(proxy)
+        self.proxy = as_bool(proxy)
         try:
             params = inspect.signature(self.fn).parameters
             self._takes_references = "references" in params or any(
@@ -253,15 +262,15 @@ class HTTPReward:
                  proxy: bool = False, name: str | None = None) -> None:
         if not str(url).startswith(("http://", "https://")):
             raise ValueError(f"http reward: url must start with http:// or https://, got {url!r}")
-        if timeout_s <= 0 or retries < 0 or batch_size < 1:
-            raise ValueError("http reward: need timeout_s > 0, retries >= 0 and batch_size >= 1")
         self.url = str(url)
         self.name = name or f"http:{self.url}"
         self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
         self.batch_size = int(batch_size)
+        if self.timeout_s <= 0 or self.retries < 0 or self.batch_size < 1:
+            raise ValueError("http reward: need timeout_s > 0, retries >= 0 and batch_size >= 1")
         self.headers = {"Content-Type": "application/json", **(headers or {})}
-        self.send_references = bool(send_references)
-        self.proxy = bool(proxy)
+        self.send_references = as_bool(send_references)
+        self.proxy = as_bool(proxy)
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(payload).encode("utf-8")

@@ -101,13 +101,13 @@ class SimilarityProxy:
     def __init__(self, model_dir: str | None = None, device: str | None = None, batch_size: int = 64,
                  copy_weight: float = 1.0, repetition_weight: float = 1.0, chunk_tokens: int | None = None,
                  max_chunks: int = 8, name: str = "similarity-proxy") -> None:
-        if max_chunks < 1 or batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 8):
-            raise ValueError("similarity-proxy: need max_chunks >= 1, batch_size >= 1 and chunk_tokens >= 8")
         self.name = name
         self.model_dir, self.device = model_dir, device
         self.batch_size, self.max_chunks = int(batch_size), int(max_chunks)
         self.copy_weight, self.repetition_weight = float(copy_weight), float(repetition_weight)
-        self._chunk_tokens = chunk_tokens
+        self._chunk_tokens = None if chunk_tokens is None else int(chunk_tokens)
+        if self.max_chunks < 1 or self.batch_size < 1 or (self._chunk_tokens is not None and self._chunk_tokens < 8):
+            raise ValueError("similarity-proxy: need max_chunks >= 1, batch_size >= 1 and chunk_tokens >= 8")
 
     @property
     def model(self):
