@@ -35,16 +35,17 @@ def weights(gramians: torch.Tensor, method: str = "pcgrad", seed: int = 0, step:
     grams = gramians.detach().to(device="cpu", dtype=torch.float64)
     finite = torch.isfinite(grams).flatten(1).all(dim=1).tolist()
     num_domains = grams.shape[1]
-    matrices, infos = [], []
-    for index in range(grams.shape[0]):
-        if finite[index]:
-            result = apply(grams[index], GroupContext(seed=seed, step=step, group_index=index))
-            matrix, info = result.matrix.to(torch.float64), result.info
-            if matrix.shape != (num_domains, num_domains):
-                raise ValueError(f"method {method!r} returned W {tuple(matrix.shape)}; expected [{num_domains}, {num_domains}]")
-        else:
-            matrix, info = torch.eye(num_domains, dtype=torch.float64), {"skipped": "non-finite Gramian"}
-        matrices.append(matrix)
-        infos.append(info)
-    stacked = torch.stack(matrices) if matrices else torch.zeros(0, num_domains, num_domains, dtype=torch.float64)
+    stacked = torch.eye(num_domains, dtype=torch.float64).repeat(grams.shape[0], 1, 1)
+    infos: list[dict[str, Any]] = []
+    for index, gram in enumerate(grams.unbind(0)):
+        if not finite[index]:
+            infos.append({"skipped": "non-finite Gramian"})
+            continue
+        result = apply(gram, GroupContext(seed=seed, step=step, group_index=index))
+        if tuple(result.matrix.shape) != (num_domains, num_domains):
+            raise ValueError(
+                f"method {method!r} returned W {tuple(result.matrix.shape)}; expected [{num_domains}, {num_domains}]"
+            )
+        stacked[index] = result.matrix
+        infos.append(result.info)
     return Weights(matrices=stacked, coeffs=stacked.sum(dim=1), infos=infos, finite=finite)

@@ -4,7 +4,8 @@ For each domain i, start from g_i' = g_i and visit the other domains j in a rand
 from (seed, step, group, i)); whenever <g_i', g_j> < 0 (the running g_i' against the *original* g_j), set
 g_i' -= <g_i', g_j> / ||g_j||^2 g_j. Projections onto zero-norm g_j are skipped. The result is sum_i g_i'.
 With g_i' = w_i @ G (w_i a row of coefficients, starting at e_i): <g_i', g_j> = (w_i @ gram)[j] and the
-update is w_i[j] -= that / gram[j, j], so W needs nothing but the Gramian.
+update is w_i[j] -= that / gram[j, j], so W needs nothing but the Gramian. Plain Python floats: D is tiny and
+this runs once per group per step, where per-element tensor ops would cost more than the math.
 """
 
 from __future__ import annotations
@@ -14,21 +15,29 @@ import torch
 from mgs.surgery.methods.base import METHODS, GroupContext, Weighting
 
 
+def visiting_order(others: list[int], ctx: GroupContext, domain_index: int) -> list[int]:
+    """The other domains in the order domain `domain_index` visits them (one choice only: no draw needed)."""
+    if len(others) < 2:
+        return list(others)
+    return [others[k] for k in torch.randperm(len(others), generator=ctx.generator(domain_index)).tolist()]
+
+
 @METHODS.register("pcgrad")
 def pcgrad(gram: torch.Tensor, ctx: GroupContext) -> Weighting:
-    num_domains = gram.shape[0]
-    weights = torch.eye(num_domains, dtype=torch.float64)
+    g = gram.tolist()
+    num_domains = len(g)
+    weights = [[1.0 if r == c else 0.0 for c in range(num_domains)] for r in range(num_domains)]
     orders: list[list[int]] = []
     projections: list[list[int]] = []  # [i, j]: g_i' was projected off g_j
     for i in range(num_domains):
-        others = [j for j in range(num_domains) if j != i]
-        order = [others[k] for k in torch.randperm(len(others), generator=ctx.generator(i)).tolist()]
+        order = visiting_order([j for j in range(num_domains) if j != i], ctx, i)
         orders.append(order)
+        row = weights[i]
         for j in order:
-            if gram[j, j] <= 0:
+            if g[j][j] <= 0:
                 continue
-            dot = float(weights[i] @ gram[:, j])
+            dot = sum(row[k] * g[k][j] for k in range(num_domains))
             if dot < 0:
-                weights[i, j] -= dot / float(gram[j, j])
+                row[j] -= dot / g[j][j]
                 projections.append([i, j])
-    return Weighting(weights, {"orders": orders, "projections": projections})
+    return Weighting(torch.tensor(weights, dtype=torch.float64), {"orders": orders, "projections": projections})

@@ -1,0 +1,201 @@
+"""Benchmark of mgs.surgery as a trainer calls it, on gradients shaped like Qwen2.5-7B.
+
+Per step the trainer holds one pre-stacked buffer per parameter, [D, *param.shape], and calls
+`local_gramians` -> `weights` -> `combine(..., out=param_grads)`. This script times exactly that (median of
+`--iters` synchronised runs after warm-up) for D = 2 and 3, fp32 and bf16 buffers, `sum` and `pcgrad`,
+`module` and `tensor` granularity, and compares with the floor of any two-pass algorithm: (2D + 1) x one domain's
+gradient bytes (read D buffers for the Gramians; read D buffers + write one gradient for the combine) over the
+device's copy bandwidth, measured here with a large tensor copy.
+
+    python benchmarks/bench_surgery.py --device cuda --layers 28
+    python benchmarks/bench_surgery.py --device cpu --layers 2
+
+Shapes: hidden 3584, intermediate 18944, 28 query / 4 KV heads (head dim 128, q/k/v biases), vocab 152064,
+untied embedding and LM head. When the buffers of a configuration would not fit in `--max-gb` (default: 85% of
+free GPU memory, 50% of available RAM on CPU), fewer layers (then a smaller vocabulary) are used and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from mgs.surgery import StackedGrads, combine, local_gramians, partition, weights
+from mgs.surgery.gramian import GRAM_CHUNK_COLUMNS
+
+HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 3584, 18944, 28, 4, 152064
+
+
+def qwen25_7b_shapes(layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    head_dim = HIDDEN // HEADS
+    kv = KV_HEADS * head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, HIDDEN)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+                p + "self_attn.q_proj.bias": (HIDDEN,),
+                p + "self_attn.k_proj.weight": (kv, HIDDEN),
+                p + "self_attn.k_proj.bias": (kv,),
+                p + "self_attn.v_proj.weight": (kv, HIDDEN),
+                p + "self_attn.v_proj.bias": (kv,),
+                p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+                p + "mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
+                p + "mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
+                p + "mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+                p + "input_layernorm.weight": (HIDDEN,),
+                p + "post_attention_layernorm.weight": (HIDDEN,),
+            }
+        )
+    shapes.update({"model.norm.weight": (HIDDEN,), "lm_head.weight": (vocab, HIDDEN)})
+    return shapes
+
+
+def numel(shapes: dict[str, tuple[int, ...]]) -> int:
+    total = 0
+    for shape in shapes.values():
+        n = 1
+        for s in shape:
+            n *= s
+        total += n
+    return total
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, warmup: int, iters: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def copy_bandwidth_gbs(device: torch.device, gb: float, iters: int) -> float:
+    """Bytes moved (read + write) per second by a large tensor copy."""
+    n = int(gb * 1e9 / 4)
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    median = statistics.median(timed(lambda: dst.copy_(src), device, warmup=2, iters=iters))
+    del src, dst
+    return 2 * n * 4 / median / 1e9
+
+
+def memory_budget_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return 0.85 * free / 1e9
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+    return 0.5 * info["MemAvailable"] * 1024 / 1e9
+
+
+def fit(layers: int, vocab: int, num_domains: int, element_bytes: int, budget_gb: float) -> tuple[int, int]:
+    """(layers, vocab) whose D buffers + one output gradient fit the budget: fewer layers first (down to 1),
+    then a halved vocabulary; (0, 0) if nothing fits."""
+
+    def gb(lay: int, voc: int) -> float:
+        return (num_domains + 1) * numel(qwen25_7b_shapes(lay, voc)) * element_bytes / 1e9
+
+    while layers > 1 and gb(layers, vocab) > budget_gb:
+        layers -= 1
+    while vocab > 1024 and gb(layers, vocab) > budget_gb:
+        vocab //= 2
+    return (layers, vocab) if gb(layers, vocab) <= budget_gb else (0, 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--layers", type=int, default=28, help="decoder layers (plus embeddings and LM head)")
+    parser.add_argument("--vocab", type=int, default=VOCAB, help="vocabulary size (shrink only to fit small machines)")
+    parser.add_argument("--domains", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--methods", nargs="+", default=["sum", "pcgrad"])
+    parser.add_argument("--granularities", nargs="+", default=["module", "tensor"])
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--max-gb", type=float, default=None, help="memory for buffers + output (default: see above)")
+    parser.add_argument("--gram-chunk", type=int, default=GRAM_CHUNK_COLUMNS,
+                        help="column block of the batched Gramian (0 = one plain matmul per tensor)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    budget_gb = args.max_gb if args.max_gb is not None else memory_budget_gb(device)
+    copy_gb = min(4.0, budget_gb / 4) if device.type == "cuda" else min(1.0, budget_gb / 4)
+    bandwidth = copy_bandwidth_gbs(device, copy_gb, iters=max(args.iters, 10))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}; copy bandwidth {bandwidth:.1f} GB/s (read+write); "
+          f"memory budget {budget_gb:.1f} GB; median of {args.iters} after {args.warmup} warm-up; "
+          f"Gramian column block {args.gram_chunk}")
+    header = ("| D | dtype | layers | vocab | params (M) | granularity | method | groups | gram ms | weights ms | combine ms "
+              "| total ms | GB/s | floor ms | x floor |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for num_domains in args.domains:
+        for dtype_name in args.dtypes:
+            dtype = dtypes[dtype_name]
+            element_bytes = torch.empty((), dtype=dtype).element_size()
+            layers, vocab = fit(args.layers, args.vocab, num_domains, element_bytes, budget_gb)
+            if layers == 0:
+                print(f"| {num_domains} | {dtype_name} | - | does not fit in {budget_gb:.1f} GB |")
+                continue
+            shapes = qwen25_7b_shapes(layers, vocab)
+            domains = [f"d{i}" for i in range(num_domains)]
+            gen = torch.Generator(device=device).manual_seed(0)
+            stacked = StackedGrads(
+                domains,
+                {n: torch.randn((num_domains, *s), generator=gen, device=device, dtype=dtype) for n, s in shapes.items()},
+            )
+            out = {n: torch.empty(s, device=device, dtype=dtype) for n, s in shapes.items()}
+            params = numel(shapes)
+            grad_bytes = params * element_bytes
+            floor_s = (2 * num_domains + 1) * grad_bytes / (bandwidth * 1e9)
+            for granularity in args.granularities:
+                groups = partition(list(shapes), granularity)
+                for method in args.methods:
+                    phases: dict[str, list[float]] = {"gram": [], "weights": [], "combine": []}
+
+                    def step() -> None:
+                        t0 = time.perf_counter()
+                        grams = local_gramians(stacked, groups, chunk_columns=args.gram_chunk)
+                        sync(device)
+                        t1 = time.perf_counter()
+                        result = weights(grams, method=method, seed=0, step=1)
+                        t2 = time.perf_counter()
+                        combine(stacked, groups, result.coeffs, out=out)
+                        sync(device)
+                        t3 = time.perf_counter()
+                        for key, value in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
+                            phases[key].append(value)
+
+                    totals = timed(step, device, args.warmup, args.iters)
+                    total = statistics.median(totals)
+                    ms = {k: 1e3 * statistics.median(v[args.warmup:]) for k, v in phases.items()}
+                    moved_gb = (2 * num_domains + 1) * grad_bytes / 1e9
+                    print(
+                        f"| {num_domains} | {dtype_name} | {layers} | {vocab} | {params / 1e6:.0f} | {granularity} | {method} "
+                        f"| {len(groups)} | {ms['gram']:.1f} | {ms['weights']:.1f} | {ms['combine']:.1f} "
+                        f"| {1e3 * total:.1f} | {moved_gb / total:.1f} | {1e3 * floor_s:.1f} | {total / floor_s:.2f} |",
+                        flush=True,
+                    )
+            del stacked, out
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
