@@ -1,0 +1,150 @@
+"""Rollouts: the fast path (sorting by length, batching, static cache, extra left padding) gives exactly the
+tokens of plain per-prompt greedy `generate`; sampling is seeded, full-distribution and leaves global RNG alone;
+EOS / finished / text bookkeeping is right for prompts of different lengths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mgs.rl.model import build_tiny_policy, encode_prompts
+from mgs.rl.rollout import ROLLOUT_BACKENDS, HFGenerateBackend, split_at_eos
+
+QUESTIONS = ["hi", "What is 17 times 3? Answer with a number only, then stop.", "Name a colour.", "Why is the sky blue?"]
+
+
+def make_eos_prone(policy, prompt_ids, step: int = 4, scale: float = 1.5):
+    """Make the random model end some answers early (to exercise `finished` and padding after EOS): the EOS row
+    of the (untied) LM head becomes `scale` x the row of the token that greedy decoding of the first prompt emits at
+    `step`, so EOS wins wherever that token would have been the argmax."""
+    [(ids, _)] = reference_greedy(policy, prompt_ids[:1], step + 1)
+    head = policy.model.get_output_embeddings().weight
+    with torch.no_grad():
+        head[policy.tokenizer.eos_token_id] = scale * head[ids[step]]
+    return policy
+
+
+@pytest.fixture
+def eos_policy(smollm2_tokenizer, prompts):
+    policy = build_tiny_policy("llama", seed=0, tokenizer=smollm2_tokenizer, tie_word_embeddings=False)
+    return make_eos_prone(policy, prompts)
+
+
+@pytest.fixture
+def sampling_eos_policy(smollm2_tokenizer):
+    """EOS row along a fixed random direction: under sampling some rows stop at once, the others never."""
+    policy = build_tiny_policy("llama", seed=0, tokenizer=smollm2_tokenizer, tie_word_embeddings=False)
+    u = torch.randn(policy.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        policy.model.get_output_embeddings().weight[policy.tokenizer.eos_token_id] = 5.0 * u / u.norm()
+    return policy
+
+
+@pytest.fixture
+def prompts(smollm2_tokenizer):
+    ids = encode_prompts(smollm2_tokenizer, [[{"role": "user", "content": q}] for q in QUESTIONS])
+    assert len({len(p) for p in ids}) == len(ids)  # really different lengths
+    return ids
+
+
+def reference_greedy(policy, prompt_ids, max_new_tokens):
+    """Plain per-prompt generate: no padding, no batching, dynamic cache."""
+    eos = policy.tokenizer.eos_token_id
+    out = []
+    for p in prompt_ids:
+        seq = policy.model.generate(
+            input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=policy.tokenizer.pad_token_id,
+        )[0, len(p):].tolist()
+        out.append(split_at_eos(seq, {eos}))
+    return out
+
+
+@pytest.mark.parametrize(
+    "cache,max_batch_size,length_multiple", [("dynamic", 3, 1), ("static", 3, 8), ("static", 16, 1)]
+)
+def test_fast_path_greedy_equals_per_prompt_generate(eos_policy, prompts, cache, max_batch_size, length_multiple):
+    max_new_tokens = 12
+    ref = reference_greedy(eos_policy, prompts, max_new_tokens)
+    assert {f for _, f in ref} == {True, False}  # the case mix we want: some stop early, some run out
+    backend = HFGenerateBackend(
+        eos_policy.model, eos_policy.tokenizer, max_batch_size=max_batch_size,
+        cache_implementation=cache, length_multiple=length_multiple,
+    )
+    got = backend.generate(prompts, num_samples=2, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
+    assert [c.prompt_index for c in got] == [0, 0, 1, 1, 2, 2, 3, 3]
+    for c in got:
+        ids, finished = ref[c.prompt_index]
+        assert c.prompt_ids == prompts[c.prompt_index]
+        assert (c.completion_ids, c.finished) == (ids, finished)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_completion_bookkeeping(eos_policy, sampling_eos_policy, prompts, temperature):
+    policy = eos_policy if temperature == 0.0 else sampling_eos_policy
+    tok = policy.tokenizer
+    backend = HFGenerateBackend(policy.model, tok, max_batch_size=5)
+    got = backend.generate(prompts, num_samples=3, max_new_tokens=10, temperature=temperature, seed=1)
+    assert len(got) == 12 and [c.prompt_index for c in got] == [i for i in range(4) for _ in range(3)]
+    assert any(c.finished for c in got) and any(not c.finished for c in got)
+    for c in got:
+        assert c.completion_ids, "a completion has at least one token"
+        if c.finished:
+            assert c.completion_ids[-1] == tok.eos_token_id and tok.eos_token_id not in c.completion_ids[:-1]
+            assert len(c.completion_ids) <= 10
+        else:
+            assert len(c.completion_ids) == 10 and tok.eos_token_id not in c.completion_ids
+        assert tok.pad_token_id not in c.completion_ids
+        assert c.text == tok.decode(c.completion_ids, skip_special_tokens=True)
+        assert "<|im_end|>" not in c.text
+
+
+def test_sampling_is_seeded_and_leaves_global_rng_alone(tiny_policy, prompts):
+    backend = HFGenerateBackend(tiny_policy.model, tiny_policy.tokenizer, max_batch_size=3)
+    torch.manual_seed(123)
+    a = backend.generate(prompts, num_samples=2, max_new_tokens=6, temperature=1.0, seed=7)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    b = backend.generate(prompts, num_samples=2, max_new_tokens=6, temperature=1.0, seed=7)
+    assert torch.equal(after, torch.rand(3))  # global RNG stream unaffected by generation
+    c = backend.generate(prompts, num_samples=2, max_new_tokens=6, temperature=1.0, seed=8)
+    ids = lambda cs: [x.completion_ids for x in cs]  # noqa: E731
+    assert ids(a) == ids(b) and ids(a) != ids(c)
+    assert ids(a)[0] != ids(a)[1]  # the samples of one prompt differ
+
+
+def test_samples_from_full_distribution_and_top_p(tiny_policy, prompts):
+    """transformers' default top_k=50 would confine samples to the 50 likeliest tokens; RL needs the full
+    distribution. A tiny random model is almost uniform over 49k tokens, so full sampling lands outside the top 50."""
+    model, tok = tiny_policy.model, tiny_policy.tokenizer
+    backend = HFGenerateBackend(model, tok, max_batch_size=64)
+    got = backend.generate(prompts[:1], num_samples=32, max_new_tokens=1, temperature=1.0, seed=0)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompts[0]])).logits[0, -1]
+    ranks = [(logits > logits[c.completion_ids[0]]).sum().item() for c in got]
+    assert max(ranks) > 50
+    # top_p tiny -> only the top token survives -> greedy
+    nucleus = backend.generate(prompts, num_samples=2, max_new_tokens=5, temperature=1.0, top_p=1e-6, seed=0)
+    greedy = backend.generate(prompts, num_samples=2, max_new_tokens=5, temperature=0.0, seed=0)
+    assert [c.completion_ids for c in nucleus] == [c.completion_ids for c in greedy]
+
+
+def test_train_mode_restored_and_errors(tiny_policy, prompts):
+    tiny_policy.model.train()
+    backend = ROLLOUT_BACKENDS.get("hf")(tiny_policy.model, tiny_policy.tokenizer, max_batch_size=4)
+    backend.generate(prompts[:1], num_samples=1, max_new_tokens=2, temperature=1.0, seed=0)
+    assert tiny_policy.model.training
+    with pytest.raises(ValueError, match="empty prompt"):
+        backend.generate([[]], num_samples=1, max_new_tokens=2, temperature=1.0, seed=0)
+    with pytest.raises(ValueError, match="temperature"):
+        backend.generate(prompts, num_samples=1, max_new_tokens=2, temperature=-1.0, seed=0)
+    with pytest.raises(ValueError, match="cache_implementation"):
+        HFGenerateBackend(tiny_policy.model, tiny_policy.tokenizer, cache_implementation="paged")
+    with pytest.raises(KeyError, match="choose from"):
+        ROLLOUT_BACKENDS.get("vllm")
+
+
+def test_batches_sorted_by_length(tiny_policy):
+    backend = HFGenerateBackend(tiny_policy.model, tiny_policy.tokenizer, max_batch_size=2)
+    assert backend.plan_batches([3, 9, 5, 9, 1]) == [[1, 3], [2, 0], [4]]
+    assert backend.cache_implementation == "dynamic" and not backend.compile and backend.length_multiple == 1
