@@ -46,12 +46,16 @@ def canonical_name(param_name: str) -> str:
 
 class Groups(dict):
     """`{group_name: [param_name, ...]}` in deterministic order, plus what the partition could not place
-    (`unmatched`: parameter names that got a group of their own) and the model family used (`family`)."""
+    (`unmatched`: parameter names that got a group of their own), the model family used (`family`) and the
+    granularity that made it."""
 
-    def __init__(self, groups: dict[str, list[str]], unmatched: list[str], family: str | None) -> None:
+    def __init__(
+        self, groups: dict[str, list[str]], unmatched: list[str], family: str | None, granularity: str = "custom"
+    ) -> None:
         super().__init__(groups)
         self.unmatched = unmatched
         self.family = family
+        self.granularity = granularity
 
 
 @dataclass(frozen=True)
@@ -167,4 +171,5 @@ def partition(
             unmatched.append(name)
             group = name
         groups.setdefault(group, []).append(name)
-    return Groups(groups, unmatched, fam.name if granularity in ("module", "block") else None)
+    granularity_name = granularity if not compiled or granularity == "regex" else f"{granularity}+rules"
+    return Groups(groups, unmatched, fam.name if granularity in ("module", "block") else None, granularity_name)

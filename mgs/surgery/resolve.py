@@ -67,7 +67,7 @@ def resolve(
         gramians=grams.detach().to("cpu", torch.float64),
         weights=result,
         method=method,
-        granularity=granularity if rules is None or granularity != "module" else "module+rules",
+        granularity=getattr(groups, "granularity", "custom"),
         seed=seed,
         step=step,
         numels=[sum(_numel(domain_grads, order, n) for n in members) for members in groups.values()],

@@ -180,3 +180,15 @@ def test_tensor_and_global_granularity():
     assert partition(names, "global") == {"global": names}
     with pytest.raises(KeyError, match="choose from"):
         partition(names, "layer")
+
+
+def test_stats_name_the_granularity_and_accept_precomputed_groups():
+    names = _names("llama")
+    grads = {d: {n: torch.randn(3) for n in names} for d in ("a", "b")}
+    _, stats = resolve(grads, granularity="block")
+    assert stats.granularity == "block" and stats.family == "llama"
+    groups = partition(names, "module", rules=[(r"lm_head", "out")])
+    _, stats = resolve(grads, groups=groups)
+    assert stats.granularity == "module+rules" and stats.group_names == list(groups) and "out" in groups
+    _, stats = resolve(grads, groups={"all": names})
+    assert stats.granularity == "custom"
