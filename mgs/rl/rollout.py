@@ -66,7 +66,9 @@ class HFGenerateBackend:
     cache_implementation: "static" (preallocated KV cache; with `compile` on CUDA the decode step is compiled and
     CUDA-graphed by transformers) or "dynamic". Defaults: static + compile on CUDA, dynamic on CPU.
     length_multiple: prompts are left-padded to a multiple of this so the static cache and compiled graphs see few
-    distinct shapes (default 64 on CUDA, 1 on CPU).
+    distinct shapes (default 64 on CUDA, 1 on CPU). With compile on, all batches of a call get the same number of
+    rows (the last one filled up with copies that are dropped), so the compiled decode step is reused.
+    max_batch_size: rows (prompt x sample) per `generate` call (default 256 on CUDA, 32 on CPU).
     """
 
     def __init__(
@@ -74,14 +76,15 @@ class HFGenerateBackend:
         model: torch.nn.Module,
         tokenizer: Any,
         *,
-        max_batch_size: int = 64,
+        max_batch_size: int | None = None,
         cache_implementation: str | None = None,
         compile: bool | None = None,
         length_multiple: int | None = None,
     ) -> None:
+        on_cuda = self._device(model).type == "cuda"
+        max_batch_size = max_batch_size or (256 if on_cuda else 32)
         if max_batch_size <= 0:
             raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
-        on_cuda = self._device(model).type == "cuda"
         cache_implementation = cache_implementation or ("static" if on_cuda else "dynamic")
         if cache_implementation not in ("static", "dynamic"):
             raise ValueError(f"cache_implementation must be 'static' or 'dynamic', got {cache_implementation!r}")
@@ -121,16 +124,15 @@ class HFGenerateBackend:
         kwargs: dict[str, Any] = dict(
             max_new_tokens=max_new_tokens,
             do_sample=not greedy,
-            # top_k=0 turns off transformers' default top-k of 50: RL samples from the full distribution
-            top_k=0,
-            top_p=1.0 if greedy else top_p,
-            temperature=1.0 if greedy else temperature,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_token_id,
             use_cache=True,
             cache_implementation=self.cache_implementation,
             disable_compile=not self.compile,
         )
+        if not greedy:
+            # top_k=0 turns off transformers' default top-k of 50: RL samples from the full distribution
+            kwargs.update(top_k=0, top_p=top_p, temperature=temperature)
         if self.cache_implementation == "static":
             self._max_cache_len = max(self._max_cache_len, prompt_len + max_new_tokens)
             kwargs["max_cache_len"] = self._max_cache_len
@@ -140,9 +142,17 @@ class HFGenerateBackend:
         return GenerationConfig(**kwargs)
 
     def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Row indices grouped into batches of <= max_batch_size rows of similar length (longest first)."""
+        """Row indices grouped into as few batches of <= max_batch_size rows as possible, of equal size (+-1) and
+        similar prompt length (longest first)."""
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        return [order[i : i + self.max_batch_size] for i in range(0, len(order), self.max_batch_size)]
+        n_batches = -(-len(order) // self.max_batch_size)
+        size, extra = divmod(len(order), n_batches)
+        batches, at = [], 0
+        for b in range(n_batches):
+            step = size + (1 if b < extra else 0)
+            batches.append(order[at : at + step])
+            at += step
+        return batches
 
     @torch.no_grad()
     def generate(
@@ -170,10 +180,12 @@ class HFGenerateBackend:
         try:
             with torch.random.fork_rng(devices=fork_devices):
                 torch.manual_seed(seed)
-                for batch in self.plan_batches([len(prompt_ids[r]) for r in rows]):
-                    for row, ids in zip(batch, self._generate_batch(
-                        [prompt_ids[rows[i]] for i in batch], device, max_new_tokens, temperature, top_p
-                    )):
+                batches = self.plan_batches([len(prompt_ids[r]) for r in rows])
+                fixed_rows = max(len(b) for b in batches) if self.compile else None
+                for batch in batches:
+                    prompts = [prompt_ids[rows[i]] for i in batch]
+                    outs = self._generate_batch(prompts, device, max_new_tokens, temperature, top_p, fixed_rows)
+                    for row, ids in zip(batch, outs):
                         generated[row] = ids
         finally:
             self.model.train(was_training)
@@ -186,8 +198,18 @@ class HFGenerateBackend:
         return out
 
     def _generate_batch(
-        self, prompts: list[list[int]], device: torch.device, max_new_tokens: int, temperature: float, top_p: float
+        self,
+        prompts: list[list[int]],
+        device: torch.device,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        rows: int | None = None,
     ) -> list[list[int]]:
+        """Left-pad and generate; `rows` > len(prompts) fills the batch up with copies (fixed compiled shapes)."""
+        n_real = len(prompts)
+        if rows is not None and rows > n_real:
+            prompts = prompts + [prompts[-1]] * (rows - n_real)
         width = _round_up(max(len(p) for p in prompts), self.length_multiple)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -200,4 +222,4 @@ class HFGenerateBackend:
         sequences = self.model.generate(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
         )
-        return sequences[:, width:].tolist()
+        return sequences[:n_real, width:].tolist()

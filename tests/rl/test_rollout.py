@@ -61,15 +61,19 @@ def reference_greedy(policy, prompt_ids, max_new_tokens):
 
 
 @pytest.mark.parametrize(
-    "cache,max_batch_size,length_multiple", [("dynamic", 3, 1), ("static", 3, 8), ("static", 16, 1)]
+    "cache,max_batch_size,length_multiple,compile",
+    # compile=True on CPU: transformers doesn't compile there, but batches are filled up to a fixed row count
+    [("dynamic", 3, 1, False), ("static", 3, 8, False), ("static", 16, 1, False), ("static", 5, 4, True)],
 )
-def test_fast_path_greedy_equals_per_prompt_generate(eos_policy, prompts, cache, max_batch_size, length_multiple):
+def test_fast_path_greedy_equals_per_prompt_generate(
+    eos_policy, prompts, cache, max_batch_size, length_multiple, compile
+):
     max_new_tokens = 12
     ref = reference_greedy(eos_policy, prompts, max_new_tokens)
     assert {f for _, f in ref} == {True, False}  # the case mix we want: some stop early, some run out
     backend = HFGenerateBackend(
         eos_policy.model, eos_policy.tokenizer, max_batch_size=max_batch_size,
-        cache_implementation=cache, length_multiple=length_multiple,
+        cache_implementation=cache, length_multiple=length_multiple, compile=compile,
     )
     got = backend.generate(prompts, num_samples=2, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     assert [c.prompt_index for c in got] == [0, 0, 1, 1, 2, 2, 3, 3]
@@ -147,4 +151,6 @@ def test_train_mode_restored_and_errors(tiny_policy, prompts):
 def test_batches_sorted_by_length(tiny_policy):
     backend = HFGenerateBackend(tiny_policy.model, tiny_policy.tokenizer, max_batch_size=2)
     assert backend.plan_batches([3, 9, 5, 9, 1]) == [[1, 3], [2, 0], [4]]
+    backend.max_batch_size = 4
+    assert backend.plan_batches([3, 9, 5, 9, 1]) == [[1, 3, 2], [0, 4]]  # balanced, not [4 rows, 1 row]
     assert backend.cache_implementation == "dynamic" and not backend.compile and backend.length_multiple == 1
