@@ -224,7 +224,7 @@ def combine(
                     if stacked.dtype not in device_coeffs:
                         device_coeffs[stacked.dtype] = coeffs.to(device=device, dtype=stacked.dtype)
                     row = device_coeffs[stacked.dtype][index : index + 1]
-                    combined[name] = _combine_stacked(row, stacked, out.get(name))
+                    combined[name] = _combine_stacked(name, row, stacked, out.get(name))
         return combined
     cpu_coeffs = coeffs.tolist()
     for index, names in enumerate(groups.values()):
@@ -249,12 +249,12 @@ def _check_target(name: str, target: torch.Tensor, numel: int) -> None:
         )
 
 
-def _combine_stacked(row: torch.Tensor, stacked: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+def _combine_stacked(name: str, row: torch.Tensor, stacked: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """row [1, D] @ stacked.view(D, n) -> target (one read of the D rows, one write)."""
     rows = stacked.reshape(stacked.shape[0], -1)
     if target is None:
         target = torch.empty(stacked.shape[1:], dtype=stacked.dtype, device=stacked.device)
-    _check_target("a stacked parameter", target, rows.shape[1])
+    _check_target(name, target, rows.shape[1])
     flat = target.view(1, -1)
     if target.dtype == rows.dtype:
         torch.mm(row, rows, out=flat)

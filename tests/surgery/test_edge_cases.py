@@ -75,3 +75,10 @@ def test_non_finite_gradient_is_flagged_or_raised(bad):
 def test_unknown_method_lists_the_choices():
     with pytest.raises(KeyError, match=r"choose from \['pcgrad', 'sum'\]"):
         resolve(conflicting_grads(2), method="mgda")
+
+
+def test_output_buffer_of_wrong_size_names_the_parameter():
+    grads = conflicting_grads(2, seed=0)
+    stacked = stack(grads, sorted(grads))
+    with pytest.raises(ValueError, match=r"'model\.norm\.weight'.*8 elements"):
+        resolve(stacked, out={"model.norm.weight": torch.zeros(3)})
