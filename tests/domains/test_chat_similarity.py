@@ -168,10 +168,21 @@ def test_long_answers_are_chunked_and_padding_lowers_relevance(proxy):
     assert short.info["chunks"] == 1
     assert padded.info["chunks"] >= 4  # > 1000 word pieces: well past MiniLM's 256
     assert padded.parts["relevance"] < short.parts["relevance"] - 0.2
+    assert row["reference"] in proxy._cache and "\n".join([row["prompt"]]) in proxy._cache  # reused next time
+    again = proxy.score([prompt, prompt], answers, [row["reference"]] * 2)
+    assert [r.score for r in again] == pytest.approx([short.score, padded.score], abs=1e-6)
     # more chunks than max_chunks: spread evenly, still scored
     few = build_reward_model("similarity-proxy", device="cpu", max_chunks=2)
     (capped,) = few.score([prompt], [answers[1]], [row["reference"]])
     assert capped.info["chunks"] == 2 and capped.info["chunks_total"] == padded.info["chunks_total"]
+
+
+def test_reference_equal_to_the_prompt_falls_back_to_plain_similarity_and_says_so(proxy):
+    prompt = [{"role": "user", "content": "Describe the water cycle."}]
+    near, far = proxy.score([prompt, prompt], ["Describe the water cycle please.", "Bananas are yellow."],
+                            ["Describe the water cycle."] * 2)
+    assert "plain cosine" in near.info["note"]
+    assert near.parts["relevance"] == pytest.approx(near.info["sim_reference"]) and near.score > far.score
 
 
 FUZZ = ["", " ", "\n\t\r", "\x00\x01\x02 nul and controls", "lone surrogate \ud800 here", "emoji 🤖🔥" * 50,

@@ -4,10 +4,11 @@ Plain embedding similarity to a reference answer is gameable: echoing the questi
 answer, because the reference is "about" the question too. So the proxy measures only what the response adds
 beyond the prompt, and penalises copying and degenerate repetition:
 
-    relevance   = token-weighted mean over response chunks c of  <c_perp, r_perp> / (|r_perp| * max(|c_perp|, |r_perp|))
-                  where x_perp = x - <x, p> p removes the prompt direction p from a unit embedding x
-                  (r: reference, p: prompt). An echo of the prompt has c_perp = 0, so relevance 0; a chunk that
-                  adds less beyond the prompt than the reference does is scaled down by |c_perp| / |r_perp|.
+    relevance   = <c_perp, r_perp> / (|r_perp| * max(|c_perp|, |r_perp|)),  x_perp = x - <x, p> p
+                  with unit embeddings c (response), r (reference), p (prompt): the cosine between what the response
+                  and the reference add beyond the prompt. An echo of the prompt has c_perp = 0, so relevance 0; a
+                  response that adds less beyond the prompt than the reference does is scaled down by
+                  |c_perp| / |r_perp|. The reference itself scores 1.
     copy        = max(0, c - 0.25) / 0.75, c = fraction of the response's word 4-grams found in the prompt but not
                   in the reference (restating a short question, as in "Paris is the capital of France", is allowed)
     repetition  = max(0, dup - 0.1) / 0.9, dup = fraction of the response's word 3-grams that repeat an earlier one
@@ -17,11 +18,13 @@ Range [-1, 1]; `parts` = {relevance, copy_penalty, repetition_penalty} (their su
 Filler and refusals score near 0 because they point nowhere near the reference's content.
 
 MiniLM reads only 256 word pieces, so texts are cut into chunks of `chunk_tokens` (default: the model's limit
-minus [CLS]/[SEP]). Prompt and reference are the normalised token-weighted mean of their chunk embeddings; the
-response's relevance is the token-weighted mean of its chunks' relevances, so off-topic padding anywhere lowers it
-(a max would let one good chunk hide any amount of rambling). At most `max_chunks` chunks per text are embedded,
-spread evenly over it. The model is loaded once per process (lazily) and every chunk of a batch goes through one
-batched `encode`.
+minus [CLS]/[SEP]) and a text's embedding is the normalised token-weighted mean of its chunk embeddings (for the
+response, the prompt and the reference alike, so a long answer covering the reference's parts in several chunks
+matches it as a whole). Off-topic padding pulls the mean away from the reference: k off-topic chunks after one
+good one divide its similarity by about sqrt(k + 1). (A max over chunks would let one good chunk hide any amount
+of rambling; a mean of per-chunk similarities would under-score long answers whose chunks each cover one part.)
+At most `max_chunks` chunks per text are embedded, spread evenly over it. The model is loaded once per process
+(lazily) and every chunk of a batch goes through one batched `encode`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -100,12 +104,14 @@ class SimilarityProxy:
 
     def __init__(self, model_dir: str | None = None, device: str | None = None, batch_size: int = 64,
                  copy_weight: float = 1.0, repetition_weight: float = 1.0, chunk_tokens: int | None = None,
-                 max_chunks: int = 8, name: str = "similarity-proxy") -> None:
+                 max_chunks: int = 8, cache_size: int = 4096, name: str = "similarity-proxy") -> None:
         self.name = name
         self.model_dir, self.device = model_dir, device
         self.batch_size, self.max_chunks = int(batch_size), int(max_chunks)
         self.copy_weight, self.repetition_weight = float(copy_weight), float(repetition_weight)
         self._chunk_tokens = None if chunk_tokens is None else int(chunk_tokens)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         if self.max_chunks < 1 or self.batch_size < 1 or (self._chunk_tokens is not None and self._chunk_tokens < 8):
             raise ValueError("similarity-proxy: need max_chunks >= 1, batch_size >= 1 and chunk_tokens >= 8")
 
@@ -132,21 +138,37 @@ class SimilarityProxy:
             counts.append(stop - start)
         return texts, counts, len(range(0, len(offsets), size))
 
-    def _embed(self, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-        """Unique texts -> (unit chunk embeddings [k, d], token weights [k], chunks before subsampling)."""
-        unique = list(dict.fromkeys(texts))
+    def _embed(self, texts: Sequence[str],
+               reusable: Sequence[str] = ()) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+        """Unique texts -> (unit chunk embeddings [k, d], token weights [k], chunks before subsampling). Texts in
+        `reusable` (prompts, references: the same for every response of a GRPO group and across epochs) are kept
+        in a per-scorer LRU cache of `cache_size` entries."""
+        out: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        todo: list[str] = []
+        for text in dict.fromkeys(texts):
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                out[text] = self._cache[text]
+            else:
+                todo.append(text)
         pieces: list[str] = []
         spans: list[tuple[str, int, int, list[int], int]] = []
-        for text in unique:
+        for text in todo:
             chunk_texts, counts, total = self._chunks(text)
             spans.append((text, len(pieces), len(pieces) + len(chunk_texts), counts, total))
             pieces.extend(chunk_texts)
-        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else 384
-        vectors = (self.model.encode(pieces, batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
-                   if pieces else np.zeros((0, dim), dtype=np.float32))
-        return {text: (vectors[a:b].astype(np.float64), np.asarray(counts, dtype=np.float64), total)
-                for text, a, b, counts, total in spans}
+        if pieces:
+            vectors = self.model.encode(pieces, batch_size=self.batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False).astype(np.float64)
+        keep = set(reusable)
+        for text, a, b, counts, total in spans:
+            entry = (vectors[a:b] if b > a else np.zeros((0, 1)), np.asarray(counts, dtype=np.float64), total)
+            out[text] = entry
+            if text in keep and self.cache_size:
+                self._cache[text] = entry
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return out
 
     @staticmethod
     def _centroid(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -187,7 +209,8 @@ class SimilarityProxy:
         return [r if r is not None else RewardResult.unscorable("not scored", proxy=True) for r in results]
 
     def _score_jobs(self, jobs: list[tuple[int, str, str, str, int]], results: list[RewardResult | None]) -> None:
-        embedded = self._embed([t for job in jobs for t in (job[1], job[2], job[3])])
+        embedded = self._embed([t for job in jobs for t in (job[1], job[2], job[3])],
+                               reusable=[t for job in jobs for t in (job[2], job[3])])
         for i, response, prompt_text, reference, cut in jobs:
             chunk_vecs, chunk_weights, total_chunks = embedded[response]
             info: dict[str, Any] = {"proxy": True, "scorer": self.name}
@@ -203,13 +226,11 @@ class SimilarityProxy:
             r_perp = r - (r @ p) * p
             r_norm = float(np.linalg.norm(r_perp))
             if r_norm < 0.05:  # the reference barely differs from the prompt: only plain similarity is meaningful
-                per_chunk = chunk_vecs @ r
+                relevance = float(c @ r)
                 info["note"] = "reference ~ prompt: relevance is the plain cosine similarity"
             else:
-                c_perp = chunk_vecs - np.outer(chunk_vecs @ p, p)
-                c_norms = np.linalg.norm(c_perp, axis=1)
-                per_chunk = (c_perp @ r_perp) / (r_norm * np.maximum(c_norms, r_norm))
-            relevance = float((per_chunk * chunk_weights).sum() / chunk_weights.sum())
+                c_perp = c - (c @ p) * p
+                relevance = float((c_perp @ r_perp) / (r_norm * max(float(np.linalg.norm(c_perp)), r_norm)))
             copied = copy_rate(response, prompt_text, reference)
             copy = max(0.0, copied - COPY_ALLOWED) / (1.0 - COPY_ALLOWED)
             rep = repetition(response)
