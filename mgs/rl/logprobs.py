@@ -31,11 +31,23 @@ def _body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Mo
     return body, head
 
 
+def _wrapped(model: torch.nn.Module) -> bool:
+    """DDP / FSDP2 wrappers must be called as a whole (their hooks sync or unshard parameters)."""
+    return isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__.startswith("FSDP")
+
+
 def _chunk_logp_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden [N, H], targets [N] -> (logp [N] float32, entropy [N] float32)."""
-    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    return _logits_logp_entropy(torch.nn.functional.linear(hidden, weight, bias), targets, temperature)
+
+
+def _logits_logp_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [N, V] (any float dtype), targets [N] -> (logp [N] float32, entropy [N] float32)."""
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
@@ -55,6 +67,7 @@ def token_logprobs(
     entropy_grad: bool = False,
     chunk_tokens: int = 2048,
     temperature: float = 1.0,
+    via_forward: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each token from position `start` on, given the tokens before it.
 
@@ -65,6 +78,10 @@ def token_logprobs(
     places; detached, a diagnostic, unless `entropy_grad` is set for an entropy bonus in the loss) or None.
     `temperature` divides the logits (match the sampling temperature).
     Gradients flow into logp.
+
+    via_forward: call the model as a whole with `logits_to_keep` (materialises the [B, Tc+1, V] logits of the
+    completion span in the model dtype, then reduces them in float32 chunks) instead of body + chunked head.
+    Default: only for DDP / FSDP2-wrapped models, whose forward hooks must run.
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be [B, T]")
@@ -77,31 +94,41 @@ def token_logprobs(
         raise ValueError(f"start must be an int or [B] tensor with 1 <= start <= T={T}, got {start}")
     Tc = T - int(start_b.min())
 
-    body, head = _body_and_head(model)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # [B, T, H]
-
-    # target (b, j) is token start[b] + j, predicted from the hidden state one position earlier
+    # target (b, j) is token start[b] + j, predicted from the position one earlier
     cols = start_b[:, None] + torch.arange(Tc, device=device)[None, :]  # [B, Tc]
     in_range = cols < T
     cols_c = cols.clamp(max=T - 1)
     valid = in_range & attention_mask.gather(1, cols_c).bool()  # [B, Tc]
     b_idx, j_idx = valid.nonzero(as_tuple=True)
     pos = cols[b_idx, j_idx]
-    h = hidden[b_idx, pos - 1]  # [N, H]
     targets = input_ids[b_idx, pos]  # [N]
 
-    weight, bias = head.weight, getattr(head, "bias", None)
-    use_ckpt = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     logp_parts, ent_parts = [], []
-    for s in range(0, h.shape[0], chunk_tokens):
-        args = (h[s : s + chunk_tokens], weight, bias, targets[s : s + chunk_tokens], temperature)
-        if use_ckpt:
-            lp, ent = checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
-        else:
-            lp, ent = _chunk_logp_entropy(*args)
-        logp_parts.append(lp)
-        ent_parts.append(ent if entropy_grad else ent.detach())
-    flat_logp = torch.cat(logp_parts) if logp_parts else hidden.new_zeros(0, dtype=torch.float32)
+    if via_forward if via_forward is not None else _wrapped(model):
+        keep = Tc + 1  # logits of positions T-keep .. T-1; the first completion token is predicted at min(start)-1
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+        ).logits  # [B, keep, V]
+        rows = logits[b_idx, pos - 1 - (T - logits.shape[1])]  # [N, V]
+        for s in range(0, rows.shape[0], chunk_tokens):
+            lp, ent = _logits_logp_entropy(rows[s : s + chunk_tokens], targets[s : s + chunk_tokens], temperature)
+            logp_parts.append(lp)
+            ent_parts.append(ent if entropy_grad else ent.detach())
+    else:
+        body, head = _body_and_head(model)
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        h = hidden[b_idx, pos - 1]  # [N, H]
+        weight, bias = head.weight, getattr(head, "bias", None)
+        use_ckpt = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+        for s in range(0, h.shape[0], chunk_tokens):
+            args = (h[s : s + chunk_tokens], weight, bias, targets[s : s + chunk_tokens], temperature)
+            if use_ckpt:  # backward recomputes this chunk's logits instead of keeping [chunk, V] floats alive
+                lp, ent = checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
+            else:
+                lp, ent = _chunk_logp_entropy(*args)
+            logp_parts.append(lp)
+            ent_parts.append(ent if entropy_grad else ent.detach())
+    flat_logp = torch.cat(logp_parts) if logp_parts else torch.zeros(0, dtype=torch.float32, device=device)
     logp = torch.zeros(B, Tc, dtype=torch.float32, device=device).index_put((b_idx, j_idx), flat_logp)
     entropy = None
     if return_entropy:

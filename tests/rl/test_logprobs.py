@@ -38,9 +38,12 @@ def random_completions(vocab, prompt_lens, completion_lens, seed=0):
     return out
 
 
-@pytest.mark.parametrize("chunk_tokens", [1, 7, 100_000])
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_matches_reference_values_entropy_and_gradients(family, chunk_tokens, smollm2_tokenizer):
+@pytest.mark.parametrize(
+    "family,chunk_tokens,via_forward",
+    [("llama", 1, False), ("llama", 7, False), ("llama", 100_000, False), ("qwen2", 7, False), ("qwen2", 100_000, False),
+     ("llama", 7, True), ("qwen2", 100_000, True)],
+)
+def test_matches_reference_values_entropy_and_gradients(family, chunk_tokens, via_forward, smollm2_tokenizer):
     policy = build_tiny_policy(family, seed=1, tokenizer=smollm2_tokenizer)
     model = policy.model
     comps = random_completions(len(smollm2_tokenizer), [5, 9, 3, 6], [4, 0, 7, 2])
@@ -48,7 +51,8 @@ def test_matches_reference_values_entropy_and_gradients(family, chunk_tokens, sm
     weights = torch.randn(batch.completion_mask.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
     logp, ent = token_logprobs(
-        model, batch.input_ids, batch.attention_mask, start=batch.start, chunk_tokens=chunk_tokens
+        model, batch.input_ids, batch.attention_mask, start=batch.start, chunk_tokens=chunk_tokens,
+        via_forward=via_forward,
     )
     (logp.double() * weights * batch.completion_mask).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -66,6 +70,24 @@ def test_matches_reference_values_entropy_and_gradients(family, chunk_tokens, sm
         assert torch.allclose(grads[n], p.grad, atol=1e-5, rtol=1e-4), n
         nonzero += int(p.grad.abs().sum() > 0)
     assert nonzero == len(grads)  # every parameter gets a (non-zero) gradient
+
+
+@pytest.mark.parametrize("via_forward", [False, True])
+def test_entropy_grad_matches_reference_gradient(via_forward, tiny_policy):
+    model = tiny_policy.model
+    comps = random_completions(len(tiny_policy.tokenizer), [4, 6], [5, 2], seed=5)
+    batch = build_batch(comps, pad_token_id=tiny_policy.tokenizer.pad_token_id)
+    _, ent = token_logprobs(
+        model, batch.input_ids, batch.attention_mask, start=batch.start, chunk_tokens=3, entropy_grad=True,
+        via_forward=via_forward,
+    )
+    (ent * batch.completion_mask).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    _, ref_ent = reference(model, batch.input_ids, batch.attention_mask, batch.start)
+    (ref_ent * batch.completion_mask).sum().backward()
+    for n, p in model.named_parameters():
+        assert p.grad.abs().sum() > 0 and torch.allclose(grads[n], p.grad, atol=1e-6, rtol=1e-4), n
 
 
 def test_int_start_and_temperature(tiny_policy):
