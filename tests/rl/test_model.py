@@ -132,3 +132,26 @@ def test_gguf_alias_honours_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("MGS_POLICY_GGUF", str(tmp_path / "missing.gguf"))
     with pytest.raises(FileNotFoundError, match="MGS_POLICY_GGUF"):
         M.POLICY_ALIASES.get("smollm2-135m-instruct")()
+
+
+@pytest.mark.slow
+def test_real_smollm2_alias_loads_trains_and_answers():
+    """The shipped GGUF: dequantised, detached from its quantizer (trainable), cached, chat-ready. First run
+    converts the GGUF (~40 s), later runs load the cached safetensors (~1 s)."""
+    from mgs.rl.logprobs import build_batch, token_logprobs
+    from mgs.rl.rollout import HFGenerateBackend
+
+    policy = M.load_policy("smollm2-135m-instruct")
+    assert policy.note == "SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float"
+    assert getattr(policy.model, "hf_quantizer", None) is None or not policy.model.is_quantized
+    assert next(policy.model.parameters()).dtype == torch.float32
+    assert (M.cache_root() / "models" / "smollm2-135m-instruct" / "model.safetensors").is_file()
+    tok = policy.tokenizer
+    prompts = encode_prompts(tok, [[{"role": "user", "content": "What is 2+2? Answer with the number."}]])
+    [c] = HFGenerateBackend(policy.model, tok).generate(prompts, num_samples=1, max_new_tokens=24, temperature=0.0, seed=0)
+    assert c.finished and c.completion_ids[-1] == tok.convert_tokens_to_ids("<|im_end|>") and "4" in c.text
+    batch = build_batch([c], pad_token_id=tok.pad_token_id)
+    logp, _ = token_logprobs(policy.model, batch.input_ids, batch.attention_mask, start=batch.start)
+    assert logp.mean() > -1.0  # greedy tokens are likely under the model
+    logp.sum().backward()
+    assert policy.model.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
