@@ -336,6 +336,7 @@ def build_tiny_policy(
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
     lora: LoraSpec | dict | None = None,
+    gradient_checkpointing: bool = False,
     **config_overrides: Any,
 ) -> Policy:
     """A tiny random causal LM (2 layers, hidden 32, 4 heads) with the real SmolLM2 tokenizer, for tests.
@@ -372,5 +373,5 @@ def build_tiny_policy(
         dtype=dtype,
         device=device,
         lora=lora,
-        gradient_checkpointing=False,
+        gradient_checkpointing=gradient_checkpointing,
     )

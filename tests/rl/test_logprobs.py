@@ -173,3 +173,17 @@ def test_bad_inputs(tiny_policy):
         token_logprobs(tiny_policy.model, ids, torch.ones_like(ids), start=0)
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         token_logprobs(tiny_policy.model, ids, torch.ones(2, 4, dtype=torch.long), start=1)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(smollm2_tokenizer):
+    comps = random_completions(len(smollm2_tokenizer), [4, 6], [5, 2], seed=6)
+    batch = build_batch(comps, pad_token_id=smollm2_tokenizer.pad_token_id)
+    grads = []
+    for gc in (False, True):
+        policy = build_tiny_policy("llama", seed=0, tokenizer=smollm2_tokenizer, gradient_checkpointing=gc)
+        policy.model.train()
+        logp, _ = token_logprobs(policy.model, batch.input_ids, batch.attention_mask, start=batch.start)
+        (logp * batch.completion_mask).sum().backward()
+        grads.append({n: p.grad for n, p in policy.model.named_parameters()})
+    for n, g in grads[0].items():
+        assert g.abs().sum() > 0 and torch.allclose(g, grads[1][n], atol=1e-6, rtol=1e-5), n

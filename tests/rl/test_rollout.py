@@ -154,3 +154,18 @@ def test_batches_sorted_by_length(tiny_policy):
     backend.max_batch_size = 4
     assert backend.plan_batches([3, 9, 5, 9, 1]) == [[1, 3, 2], [0, 4]]  # balanced, not [4 rows, 1 row]
     assert backend.cache_implementation == "dynamic" and not backend.compile and backend.length_multiple == 1
+
+
+def test_peft_and_gradient_checkpointing_policies_generate_the_same_greedy_tokens(smollm2_tokenizer, prompts):
+    """LoRA starts as the identity (B = 0) and checkpointing changes no numbers: all three decode alike, also when
+    the policy is left in train mode by the trainer."""
+    outs = []
+    for kwargs in [{}, {"lora": {"r": 2, "alpha": 4}}, {"gradient_checkpointing": True}]:
+        policy = build_tiny_policy("llama", seed=0, tokenizer=smollm2_tokenizer, **kwargs)
+        policy.model.train()
+        backend = HFGenerateBackend(policy.model, policy.tokenizer, max_batch_size=4)
+        outs.append([c.completion_ids for c in backend.generate(
+            prompts, num_samples=1, max_new_tokens=5, temperature=0.0, seed=0
+        )])
+        assert policy.model.training
+    assert outs[0] == outs[1] == outs[2]
