@@ -114,19 +114,28 @@ def _atomic_cache(target: Path, stamp: dict[str, Any], build: Callable[[Path], N
     """Return `target` if it holds a finished build for `stamp`; else build into a temp dir and rename it in place,
     so a killed first build never leaves a half-written cache behind."""
     marker = target / "mgs_source.json"
-    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+
+    def done() -> bool:
+        try:
+            return json.loads(marker.read_text()) == stamp
+        except (OSError, ValueError):
+            return False
+
+    if done():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         build(tmp)
         (tmp / "mgs_source.json").write_text(json.dumps(stamp))
+        if done():  # another process (e.g. a second rank) finished meanwhile: keep its copy
+            return target
         if target.exists():  # stale or broken cache: replace it
             shutil.rmtree(target, ignore_errors=True)
         try:
             os.replace(tmp, target)
-        except OSError:  # another process finished first; its copy is as good as ours
-            if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
+        except OSError:  # another process renamed its build in first; its copy is as good as ours
+            if not done():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -123,6 +123,21 @@ def test_atomic_cache_survives_a_killed_build_and_rebuilds_on_new_source(tmp_pat
     assert len(calls) == 2
 
 
+def test_atomic_cache_keeps_a_concurrent_finished_build(tmp_path):
+    """Two ranks converting at once: the one that finishes second must not delete the first one's cache."""
+    target = tmp_path / "models" / "x"
+
+    def build_while_other_rank_finishes(out):
+        (out / "w.bin").write_text("mine")
+        target.mkdir(parents=True)
+        (target / "w.bin").write_text("theirs")
+        (target / "mgs_source.json").write_text(json.dumps({"size": 1}))
+
+    assert M._atomic_cache(target, {"size": 1}, build_while_other_rank_finishes) == target
+    assert (target / "w.bin").read_text() == "theirs"
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["x"]  # our temp dir is gone
+
+
 def test_gguf_alias_honours_env_var(tmp_path, monkeypatch):
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"x")
