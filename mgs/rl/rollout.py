@@ -171,6 +171,8 @@ class HFGenerateBackend:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("empty prompt: every prompt needs at least one token (encode it with encode_prompts)")
+        if not prompt_ids:
+            return []
         rows = [p for p in range(len(prompt_ids)) for _ in range(num_samples)]  # row -> prompt index
         device = self._device(self.model)
         generated: list[list[int] | None] = [None] * len(rows)

@@ -138,6 +138,7 @@ def test_train_mode_restored_and_errors(tiny_policy, prompts):
     backend = ROLLOUT_BACKENDS.get("hf")(tiny_policy.model, tiny_policy.tokenizer, max_batch_size=4)
     backend.generate(prompts[:1], num_samples=1, max_new_tokens=2, temperature=1.0, seed=0)
     assert tiny_policy.model.training
+    assert backend.generate([], num_samples=2, max_new_tokens=2, temperature=1.0, seed=0) == []
     with pytest.raises(ValueError, match="empty prompt"):
         backend.generate([[]], num_samples=1, max_new_tokens=2, temperature=1.0, seed=0)
     with pytest.raises(ValueError, match="temperature"):
