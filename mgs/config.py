@@ -68,7 +68,7 @@ class DomainSpec:
     weight: float = opt(1.0, "Mixing proportion of this domain in a batch (normalised over the step's domains).")
     params: dict = opt({}, "Keyword arguments of the domain's constructor.")
     train_limit: int | None = opt(None, "At most this many training prompts (None = all).")
-    eval_limit: int = opt(32, "Held-out prompts evaluated before/after training.")
+    eval_limit: int = opt(32, "Held-out prompts evaluated before/after training (0 = don't evaluate this domain).")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -326,25 +327,29 @@ class Run:
 # ------------------------------------------------------------------------------------------------------ eval
 
 
-def evaluate(run: Run, tag: str, logger: RunLogger) -> dict[str, dict[str, float]]:
-    """Greedy held-out eval of every domain -> eval/<tag>.json; returns {domain: {value, stderr, metric}}."""
+def evaluate(run: Run, tag: str, run_dir: Path, step: int | None = None) -> dict[str, dict[str, float]]:
+    """Greedy held-out eval of every domain -> RUN/eval/<tag>.json (mgs.eval.results format); returns
+    {domain: {metric, score, stderr, proxy}} with score and stderr in percent."""
+    from mgs.eval.results import SetInfo, write_eval
     from mgs.eval.runner import evaluate_domain
 
     cfg = run.cfg
-    out, full = {}, {}
+    results, infos = {}, {}
     for spec in cfg.domains:
+        if spec.eval_limit == 0:  # this domain is not evaluated (e.g. no held-out split)
+            continue
         name = spec.name or spec.kind
         domain = run.domains[name]
         samples = domain.load("test", limit=spec.eval_limit, seed=cfg.train.seed)
-        res = evaluate_domain(run.backend, run.policy.tokenizer, domain, samples,
-                              max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                              template=cfg.rollout.template, seed=cfg.train.seed)
-        main = res.main_metric or "score_mean"
-        stderr = res.metrics.get(f"{main}_stderr", res.metrics.get("score_stderr", float("nan")))
-        out[name] = {"metric": main, "value": res.metrics[main], "stderr": stderr}
-        full[name] = res.to_dict()
-    logger.write_json(f"eval/{tag}.json", full)
-    return out
+        results[name] = evaluate_domain(run.backend, run.policy.tokenizer, domain, samples,
+                                        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+                                        template=cfg.rollout.template, seed=cfg.train.seed)
+        proxy = spec.kind == "chat" and spec.params.get("reward", "similarity-proxy") == "similarity-proxy"
+        infos[name] = SetInfo(domain=name, proxy=proxy, note="offline similarity proxy reward" if proxy else "",
+                              settings={"greedy": True, "limit": spec.eval_limit})
+    payload = write_eval(run_dir / "eval" / f"{tag}.json", results, infos, tag=tag, model=run.policy.name, step=step)
+    return {n: {"metric": s["main_metric"], "score": s["score"], "stderr": s["stderr"], "proxy": s["proxy"]}
+            for n, s in payload["sets"].items()}
 
 
 # ------------------------------------------------------------------------------------------------------ the loop
@@ -400,9 +405,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = Fals
     t_run = time.perf_counter()
     before = before_eval
     if before is None and cfg.eval.before and start == 1:
-        before = evaluate(run, "before", logger)
-    elif before is not None:
-        logger.write_json("eval/before.json", {"copied_from": "the shared initial weights", "summary": before})
+        before = evaluate(run, "before", run_dir, step=0)
     stage_of_reset = -1
     status, step, done = "finished", start - 1, start - 1
     with _Interrupt() as interrupt:
@@ -444,7 +447,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = Fals
         _save(run, run_dir, done)
     after = None
     if status == "finished" and cfg.eval.after:
-        after = evaluate(run, "after", logger)
+        after = evaluate(run, "after", run_dir, step=done)
     logger.close()
     summary = _summary(cfg, run, run_dir, status, done, before, after, time.perf_counter() - t_run)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -507,7 +510,11 @@ def run(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
                 continue
         policy.model.load_state_dict(initial)
         if before is None and cfg.eval.before:
-            before = evaluate(Run(sub, policy=policy), "before", RunLogger(root, progress=False))
+            before = evaluate(Run(sub, policy=policy), "before", root, step=0)
+        if before is not None:  # each sub-run directory stays self-contained
+            (root / name / "eval").mkdir(parents=True, exist_ok=True)
+            for f in (root / "eval").glob("before*"):
+                shutil.copy(f, root / name / "eval" / f.name)
         summaries[name] = train(sub, root / name, resume=resume, policy=policy, before_eval=before)
         if summaries[name]["status"] != "finished":
             break
@@ -527,7 +534,7 @@ def format_table(summaries: dict[str, dict]) -> str:
         domains = list(first["train_reward"])
 
     def fmt(e):
-        return "-" if not e else f"{e['value']:.3f} +- {e['stderr']:.3f}"
+        return "-" if not e else f"{e['score']:.1f} +- {e['stderr']:.1f}{'*' if e.get('proxy') else ''}"
 
     for d in domains:
         before = (first["eval"].get("before") or {}).get(d)
@@ -548,6 +555,9 @@ def format_table(summaries: dict[str, dict]) -> str:
         f"{str(summaries[n]['steps']) + ' (' + str(summaries[n]['skipped_steps']) + ')':>22s}" for n in names))
     lines.append(f"{'mean step time s':28s}" + "".join(
         f"{summaries[n]['step_s_mean'] or float('nan'):>22.1f}" for n in names))
+    if any(e.get("proxy") for s in summaries.values() for tag in ("before", "after")
+           for e in (s["eval"].get(tag) or {}).values()):
+        lines.append("eval scores in percent, +- standard error over prompts; * = proxy reward, not a benchmark")
     return "\n".join(lines)
 
 

@@ -105,3 +105,12 @@ def test_schedule_grouped_by_domain_and_absent_domain():
     assert [m.indices for m in by_tokens.micro_batches] == [(3,), (1, 2), (0,)]  # 2 rows x 6 <= 12; 3 rows x 6 > 12
     with pytest.raises(ValueError, match="not in the step's domain order"):
         plan_schedule(samples, ["a"], 2)
+
+
+def test_absent_domain_policy(tiny_policy):
+    """A domain of the step without trainable samples gets no buffer; surgery sees only the present ones."""
+    samples = [s for s in fixed_rollouts(tiny_policy.tokenizer, seed=3, domains=("a", "b", "c")) if s.domain != "b"]
+    out, _ = run(tiny_policy, samples, StepSettings(method="pcgrad", granularity="global"), order=("a", "b", "c"))
+    assert out.metrics["train/b/absent"] == 1.0 and "grad/b/norm" not in out.metrics
+    assert out.metrics["grad/a/norm"] > 0 and out.metrics["grad/c/norm"] > 0
+    assert out.surgery_stats.domains == ["a", "c"] and out.metrics["train/skipped"] == 0.0
