@@ -1,0 +1,199 @@
+"""What MGS costs on top of Mixed RL: backward + surgery + optimizer step on identical fixed rollouts.
+
+Why: the paper claims surgery costs ~0.1% of training time; our target is an MGS update within 3% of Mixed RL's
+and a peak-memory difference within the per-domain gradient buffers. Generation is left out on purpose (it is the
+same for both and would drown the difference): fixed rollouts of D domains (seeded random prompt and completion
+token ids of varied lengths, random advantages) are injected straight into `mgs.rl.step.update`, the step the
+trainer runs.
+
+Variants (each on the same samples, each with its own best batching):
+- mixed: Mixed RL as the trainer runs it without monitor mode: one backward over all domains' samples bucketed by
+  length together (the domains don't matter), plain `.grad`, no per-domain buffers.
+- mgs-sum: per-domain gradients (micro-batches grouped by domain) combined by the plain sum: the cost of keeping
+  D gradients alone.
+- mgs-module / mgs-tensor / mgs-global: per-domain gradients + PCGrad per transformer module / per parameter
+  tensor / on the whole model (global PCGrad).
+Per variant: median over `--reps` synchronised updates after `--warmup` ones, the step's own split (train =
+forward+backward, surgery, optim = norm + clip + AdamW), and on CUDA the peak allocated memory of an update minus
+the memory held before it. Expected extra memory of MGS: our step keeps D buffers [D, *param] in
+`--buffer-dtype` plus the combined `.grad`, so D x numel x buffer bytes more than Mixed RL (which holds one
+`.grad`); the issue's target is (D-1) gradients.
+
+  python benchmarks/bench_mgs_overhead.py --device cuda --model smollm2-135m-instruct --dtype bfloat16
+  python benchmarks/bench_mgs_overhead.py --device cpu --model tiny --per-domain 4 --max-new-tokens 16 --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgs.rl.step import StepSettings, TrainSample, plan_schedule, update
+
+DOMAIN_NAMES = ("math", "chat", "ifeval", "code", "science")
+# name -> (per_domain, surgery, granularity, method)
+VARIANTS: dict[str, tuple[bool, bool, str, str]] = {
+    "mixed": (False, False, "module", "sum"),
+    "mgs-sum": (True, False, "module", "sum"),
+    "mgs-module": (True, True, "module", "pcgrad"),
+    "mgs-tensor": (True, True, "tensor", "pcgrad"),
+    "mgs-global": (True, True, "global", "pcgrad"),
+}
+BUFFER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def fixed_rollouts(vocab: int, domains: int, per_domain: int, prompt_tokens: tuple[int, int], max_new_tokens: int,
+                   seed: int) -> list[TrainSample]:
+    """Seeded fake rollouts: per domain `per_domain` samples, prompt lengths uniform in `prompt_tokens`,
+    completion lengths uniform in [max_new_tokens // 8, max_new_tokens], advantages ~ N(0, 1)."""
+    rng = random.Random(seed)
+    samples = []
+    for d in range(domains):
+        for _ in range(per_domain):
+            p = rng.randint(*prompt_tokens)
+            c = rng.randint(max(1, max_new_tokens // 8), max_new_tokens)
+            samples.append(TrainSample(DOMAIN_NAMES[d], [rng.randrange(vocab) for _ in range(p)],
+                                       [rng.randrange(vocab) for _ in range(c)], rng.gauss(0.0, 1.0)))
+    return samples
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_variant(name: str, model: torch.nn.Module, samples: list[TrainSample], order: list[str], args, pad_id: int,
+                family: str | None) -> dict[str, Any]:
+    per_domain, surgery, granularity, method = VARIANTS[name]
+    device = next(model.parameters()).device
+    if per_domain:
+        run_samples, run_order = samples, order
+    else:  # Mixed RL's own best batching: one length-bucketed pool, domains ignored
+        run_samples = [TrainSample("all", s.prompt_ids, s.completion_ids, s.advantage) for s in samples]
+        run_order = ["all"]
+    schedule = plan_schedule(run_samples, run_order, args.micro_batch_tokens, unit="tokens")
+    settings = StepSettings(per_domain=per_domain, surgery=surgery, granularity=granularity, method=method,
+                            buffer_dtype=BUFFER_DTYPES[args.buffer_dtype], family=family, seed=args.seed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    rows = []
+    peak_extra = None
+    for rep in range(args.warmup + args.reps):
+        if device.type == "cuda":
+            sync(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        outcome = update(model, optimizer, run_samples, schedule, settings, step=rep + 1, pad_id=pad_id)
+        sync(device)
+        dt = time.perf_counter() - t0
+        if device.type == "cuda":
+            extra = (torch.cuda.max_memory_allocated(device) - base) / 1e9
+            peak_extra = extra if peak_extra is None else max(peak_extra, extra)
+        if rep >= args.warmup:
+            m = outcome.metrics
+            rows.append({"update_s": dt, "train_s": m["time/train_s"], "surgery_s": m["time/surgery_s"],
+                         "optim_s": m["time/optim_s"], "skipped": m["train/skipped"],
+                         "buffers_gb": m.get("mem/domain_buffers_gb", 0.0)})
+    del optimizer
+    med = {k: statistics.median(r[k] for r in rows) for k in ("update_s", "train_s", "surgery_s", "optim_s")}
+    return {"variant": name, "micro_batches": len(schedule.micro_batches), "rows": rows, **med,
+            "update_s_min": min(r["update_s"] for r in rows), "buffers_gb": rows[-1]["buffers_gb"],
+            "peak_update_gb": peak_extra}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--model", default="tiny", help="'tiny' (random 2-layer Llama) or a policy alias / directory")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                    help="default: bfloat16 on CUDA, float32 on CPU")
+    ap.add_argument("--domains", type=int, default=3, help=f"D (at most {len(DOMAIN_NAMES)})")
+    ap.add_argument("--per-domain", type=int, default=64, help="samples per domain (e.g. 8 prompts x G=8)")
+    ap.add_argument("--prompt-tokens", default="60,160", help="min,max prompt length")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--micro-batch-tokens", type=int, default=None, help="default 32768 on CUDA, 4096 on CPU")
+    ap.add_argument("--buffer-dtype", default="float32", choices=sorted(BUFFER_DTYPES))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {list(VARIANTS)}")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-6)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=None, help="JSON file for the raw numbers")
+    args = ap.parse_args(argv)
+    if not 1 <= args.domains <= len(DOMAIN_NAMES):
+        raise SystemExit(f"--domains must be in 1..{len(DOMAIN_NAMES)}")
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    args.micro_batch_tokens = args.micro_batch_tokens or (32768 if args.device.startswith("cuda") else 4096)
+
+    from mgs.rl.model import build_tiny_policy, load_policy
+
+    if args.model == "tiny":
+        policy = build_tiny_policy("llama", seed=args.seed, dtype=args.dtype, device=args.device)
+    else:
+        policy = load_policy(args.model, dtype=args.dtype, device=args.device)
+    model = policy.model
+    model.eval()  # as the trainer: no dropout
+    device = next(model.parameters()).device
+    lo, hi = (int(x) for x in args.prompt_tokens.split(","))
+    vocab = model.get_input_embeddings().num_embeddings
+    samples = fixed_rollouts(vocab, args.domains, args.per_domain, (lo, hi), args.max_new_tokens, args.seed)
+    order = list(DOMAIN_NAMES[: args.domains])
+    family = getattr(model.config, "model_type", None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    numel = sum(p.numel() for p in params)
+    grad_gb = sum(p.numel() * p.element_size() for p in params) / 1e9
+    buffer_gb = numel * torch.tensor([], dtype=BUFFER_DTYPES[args.buffer_dtype]).element_size() / 1e9
+    tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
+
+    results = []
+    for name in args.variants.split(","):
+        res = run_variant(name, model, samples, order, args, policy.tokenizer.pad_token_id, family)
+        results.append(res)
+        print(f"[{name}] update {res['update_s'] * 1000:.1f} ms (surgery {res['surgery_s'] * 1000:.2f} ms)", flush=True)
+
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print()
+    print(f"model: {policy.note} ({args.dtype}, {numel / 1e6:.1f}M trainable) on {dev_name}; D={args.domains} x "
+          f"{args.per_domain} samples ({tokens} tokens), micro-batches <= {args.micro_batch_tokens} padded tokens, "
+          f"buffers {args.buffer_dtype}; median of {args.reps} updates after {args.warmup} warm-up")
+    base = next((r for r in results if r["variant"] == "mixed"), None)
+    print(f"{'variant':<12}{'mbs':>5}{'update ms':>11}{'vs mixed':>10}{'train ms':>10}{'surgery ms':>12}"
+          f"{'optim ms':>10}{'peak GB':>9}{'+GB':>8}{'buffers GB':>12}")
+    for r in results:
+        rel = f"{100 * (r['update_s'] / base['update_s'] - 1):+.1f}%" if base else "-"
+        peak = "-" if r["peak_update_gb"] is None else f"{r['peak_update_gb']:.3f}"
+        extra = ("-" if r["peak_update_gb"] is None or not base or base["peak_update_gb"] is None
+                 else f"{r['peak_update_gb'] - base['peak_update_gb']:+.3f}")
+        print(f"{r['variant']:<12}{r['micro_batches']:>5}{1000 * r['update_s']:>11.1f}{rel:>10}"
+              f"{1000 * r['train_s']:>10.1f}{1000 * r['surgery_s']:>12.2f}{1000 * r['optim_s']:>10.1f}{peak:>9}"
+              f"{extra:>8}{r['buffers_gb']:>12.3f}")
+    print(f"expected extra memory of MGS: our D buffers = {args.domains} x {buffer_gb:.3f} GB = "
+          f"{args.domains * buffer_gb:.3f} GB; target (D-1) gradients = {args.domains - 1} x {grad_gb:.3f} GB = "
+          f"{(args.domains - 1) * grad_gb:.3f} GB (one gradient in the model dtype: {grad_gb:.3f} GB)")
+    print("peak GB = peak allocated during one update minus what was allocated before it (CUDA only); "
+          "vs mixed = update time relative to Mixed RL; surgery = Gramians + weights + combine (+ per-domain norms)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({
+            "settings": {k: v for k, v in vars(args).items() if k != "out"}, "device": dev_name,
+            "model_note": policy.note, "numel": numel, "grad_gb": grad_gb, "buffer_gb": buffer_gb, "tokens": tokens,
+            "expected_extra_gb": args.domains * buffer_gb, "target_extra_gb": (args.domains - 1) * grad_gb,
+            "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
