@@ -218,6 +218,11 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     stats = {"reward_s": 0.0, "generate_s": 0.0, "completions": 0, "completion_tokens": 0}
     on_cuda = args.device.startswith("cuda")
     with tempfile.TemporaryDirectory() as out_dir:
+        source = str(getattr(policy.model.config, "_name_or_path", "") or "")
+        if args.kl and not (source and Path(source).is_dir()):
+            # TRL builds its reference model from the policy's config path: give the in-memory tiny model one
+            policy.model.save_pretrained(Path(out_dir) / "policy")
+            policy.model.config._name_or_path = str(Path(out_dir) / "policy")
         config = GRPOConfig(
             output_dir=out_dir, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
             seed=args.seed,
