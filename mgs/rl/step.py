@@ -21,6 +21,7 @@ Policies (explicit, logged):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -196,8 +197,17 @@ def update(
     reduce_grad: Callable[[torch.Tensor], None] | None = None,
     surgery_reduce: Callable[[Any], Any] | None = None,
     keep_domain_grads: bool = False,
+    placeholder: TrainSample | None = None,
+    sync: Callable[[bool], Any] | None = None,
+    local: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StepOutcome:
-    """Backward per domain (or once for everything), combine, clip, step. See the module docstring."""
+    """Backward per domain (or once for everything), combine, clip, step. See the module docstring.
+
+    Hooks for mgs.dist (defaults = one process): `placeholder` is run (loss x 0) for an empty micro-batch so that
+    every rank runs the same forwards/backwards; `sync(last)` is the context of a micro-batch's forward+backward,
+    `last` = the gradient is read after it (the domain's last micro-batch, or the step's without per-domain
+    gradients); `local(t)` is the rank-local part of a parameter / gradient (a shard); `surgery_reduce` also
+    turns the ranks' partial squared norms into global ones."""
     params = _trainable(model)
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -207,16 +217,24 @@ def update(
     finite = True
     sums = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "entropy": 0.0, "clipped": 0.0, "tokens": 0.0}
     dom_entropy: dict[str, list[float]] = {d: [0.0, 0.0] for d in domains}
+    local = local or (lambda t: t)
+    in_sync = sync or (lambda last: contextlib.nullcontext())
     t0 = time.perf_counter()
     for d, domain in enumerate(domains):
-        for mb in (m for m in schedule.micro_batches if m.domain == domain):
+        runs = [m for m in schedule.micro_batches if m.domain == domain]
+        for k, mb in enumerate(runs):
+            last = k == len(runs) - 1 and (settings.per_domain or d == len(domains) - 1)
             if not mb.indices:
+                if placeholder is not None:  # zero-weight: keeps this rank in step with the others' collectives
+                    with in_sync(last):
+                        (micro_batch_loss(model, [placeholder], settings, pad_id, 1.0)[0] * 0.0).backward()
                 continue
-            loss, terms = micro_batch_loss(model, [samples[i] for i in mb.indices], settings, pad_id,
-                                           schedule.loss_denominator)
-            if not torch.isfinite(loss):
-                finite = False
-            loss.backward()
+            with in_sync(last):
+                loss, terms = micro_batch_loss(model, [samples[i] for i in mb.indices], settings, pad_id,
+                                               schedule.loss_denominator)
+                if not torch.isfinite(loss):
+                    finite = False
+                loss.backward()
             sums["loss"] += float(loss.detach())
             sums["pg"] += float(terms.pg_sum)
             sums["kl"] += float(terms.kl_sum)
@@ -234,10 +252,11 @@ def update(
             for name, p in params:
                 buf = buffers.get(name)
                 if buf is None:
-                    buf = buffers[name] = torch.zeros((len(domains), *p.shape), dtype=settings.buffer_dtype,
-                                                      device=p.device)
+                    shard = local(p.detach())
+                    buf = buffers[name] = torch.zeros((len(domains), *shard.shape), dtype=settings.buffer_dtype,
+                                                      device=shard.device)
                 if p.grad is not None:
-                    buf[d].copy_(p.grad)
+                    buf[d].copy_(local(p.grad))
                 p.grad = None
     train_s = time.perf_counter() - t0
 
@@ -252,26 +271,28 @@ def update(
     t1 = time.perf_counter()
     if settings.per_domain:
         metrics["mem/domain_buffers_gb"] = sum(b.numel() * b.element_size() for b in buffers.values()) / 1e9
+        sq = _ranks_total(torch.tensor([sum(float(buffers[n][d].float().pow(2).sum()) for n, _ in params)
+                                        for d in range(len(domains))], dtype=torch.float64), surgery_reduce)
         for d, domain in enumerate(domains):
-            sq = sum(float(buffers[n][d].float().pow(2).sum()) for n, _ in params)
-            metrics[f"grad/{domain}/norm"] = math.sqrt(sq)
+            metrics[f"grad/{domain}/norm"] = math.sqrt(float(sq[d]))
         finite = finite and _all_finite(buffers.values())
         if keep_domain_grads:
             kept = {dom: {n: buffers[n][d].float().cpu().clone() for n, _ in params} for d, dom in enumerate(domains)}
         if finite and domains:
-            combined, stats = _combine(buffers, domains, settings, step, surgery_reduce)
-            finite = bool(stats.finite)
+            out = {}
             for name, p in params:
-                p.grad = combined[name].to(p.dtype)
+                p.grad = torch.empty_like(p)
+                out[name] = local(p.grad)
+            _, stats = _combine(buffers, domains, settings, step, surgery_reduce, out)
+            finite = bool(stats.finite)
     else:
         metrics["mem/domain_buffers_gb"] = 0.0
         finite = finite and _all_finite(p.grad for _, p in params)
     metrics["time/surgery_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    grads = [p.grad for _, p in params if p.grad is not None]
-    grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))\
-        if grads else 0.0
+    grad_sq = sum(float(local(p.grad).float().pow(2).sum()) for _, p in params if p.grad is not None)
+    grad_norm = math.sqrt(float(_ranks_total(torch.tensor([grad_sq], dtype=torch.float64), surgery_reduce)[0]))
     finite = finite and math.isfinite(grad_norm)
     if finite:
         if settings.grad_clip > 0:
@@ -294,12 +315,20 @@ def update(
     return StepOutcome(metrics, stats, kept)
 
 
+def _ranks_total(partials: torch.Tensor, reduce) -> torch.Tensor:
+    """This rank's partial sums -> the global ones through the injected reduce (identity in one process)."""
+    if reduce is None:
+        return partials
+    reduced = reduce(partials)
+    return partials if reduced is None else reduced
+
+
 def _combine(buffers: dict[str, torch.Tensor], domains: Sequence[str], settings: StepSettings, step: int,
-             surgery_reduce):
+             surgery_reduce, out=None):
     """Surgery (or the plain sum with stats, for monitor mode) on the stacked buffers via mgs.surgery.resolve."""
     from mgs.surgery import StackedGrads, resolve
 
     method = settings.method if settings.surgery else "sum"
     return resolve(StackedGrads(list(domains), buffers), granularity=settings.granularity, method=method,
                    seed=settings.seed, step=step, reduce=surgery_reduce, family=settings.family,
-                   domains=list(domains))
+                   domains=list(domains), out=out)
