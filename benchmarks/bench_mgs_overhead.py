@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import time
@@ -108,6 +109,44 @@ def run_variant(name: str, model: torch.nn.Module, samples: list[TrainSample], o
             "peak_update_gb": peak_extra}
 
 
+def bookkeeping_ms(params: list[torch.nn.Parameter], domains: int, buffer_dtype: torch.dtype, reps: int) -> dict:
+    """The step's norm/finite bookkeeping on this model's shapes, two ways (median ms):
+    per_tensor = what mgs.rl.step does now (one `float()` host sync per tensor and domain for the per-domain squared
+    norms, `isfinite(t).all()` per buffer, one `float()` per tensor for the grad norm);
+    batched = the same numbers from per-tensor norms stacked on the device, read back once (a NaN/inf anywhere makes
+    its domain's squared norm non-finite, so the separate isfinite pass is not needed)."""
+    device = params[0].device
+    buffers = [torch.randn((domains, *p.shape), device=device).to(buffer_dtype) for p in params]
+    grads = [torch.randn_like(p) for p in params]
+
+    def per_tensor():
+        sq = [sum(float(b[d].float().pow(2).sum()) for b in buffers) for d in range(domains)]
+        ok = all(bool(torch.isfinite(b).all()) for b in buffers)
+        gsq = sum(float(g.float().pow(2).sum()) for g in grads)
+        return sq, ok, gsq
+
+    def batched():
+        norms = torch.stack([torch.linalg.vector_norm(b.reshape(domains, -1), dim=1, dtype=torch.float32)
+                             for b in buffers])  # [P, D]
+        sq = norms.double().pow(2).sum(0).tolist()
+        gsq = float(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]).double()
+                    .pow(2).sum())
+        return sq, all(map(math.isfinite, sq)), gsq
+
+    out = {}
+    for name, fn in (("per_tensor", per_tensor), ("batched", batched)):
+        times = []
+        for _ in range(reps + 1):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        out[name] = 1000 * statistics.median(times[1:])
+    del buffers, grads
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -180,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['variant']:<12}{r['micro_batches']:>5}{1000 * r['update_s']:>11.1f}{rel:>10}"
               f"{1000 * r['train_s']:>10.1f}{1000 * r['surgery_s']:>12.2f}{1000 * r['optim_s']:>10.1f}{peak:>9}"
               f"{extra:>8}{r['buffers_gb']:>12.3f}")
+    book = bookkeeping_ms(params, args.domains, BUFFER_DTYPES[args.buffer_dtype], reps=5)
+    print(f"norm/finite bookkeeping of one MGS step (D={args.domains}, {len(params)} tensors): per-tensor host syncs "
+          f"(mgs.rl.step now) {book['per_tensor']:.1f} ms, batched on device {book['batched']:.1f} ms")
     print(f"expected extra memory of MGS: our D buffers = {args.domains} x {buffer_gb:.3f} GB = "
           f"{args.domains * buffer_gb:.3f} GB; target (D-1) gradients = {args.domains - 1} x {grad_gb:.3f} GB = "
           f"{(args.domains - 1) * grad_gb:.3f} GB (one gradient in the model dtype: {grad_gb:.3f} GB)")
@@ -191,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {k: v for k, v in vars(args).items() if k != "out"}, "device": dev_name,
             "model_note": policy.note, "numel": numel, "grad_gb": grad_gb, "buffer_gb": buffer_gb, "tokens": tokens,
             "expected_extra_gb": args.domains * buffer_gb, "target_extra_gb": (args.domains - 1) * grad_gb,
-            "results": results}, indent=1))
+            "bookkeeping_ms": book, "results": results}, indent=1))
     return 0
 
 
