@@ -181,8 +181,19 @@ def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _all_finite(tensors) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+def _sq_norms(tensors: Sequence[torch.Tensor], rows: int = 0) -> torch.Tensor:
+    """Summed squared L2 norms of `tensors` as float64 on the CPU: computed on the device (float32 per-tensor norms)
+    and read back once, instead of one host sync per tensor (which cost more than the math: see
+    benchmarks/bench_mgs_overhead.py). rows > 0: the tensors are [rows, ...] buffers -> one sum per row, [rows];
+    else [1]. A NaN or inf anywhere makes its sum non-finite: that is the step's non-finite-gradient check."""
+    if not tensors:
+        return torch.zeros(max(rows, 1), dtype=torch.float64)
+    if rows:
+        norms = torch.stack([torch.linalg.vector_norm(t.reshape(rows, t[0].numel()), dim=1, dtype=torch.float32)
+                             for t in tensors])
+    else:
+        norms = torch.stack([torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors])[:, None]
+    return norms.double().pow(2).sum(0).cpu()
 
 
 def update(
@@ -271,11 +282,10 @@ def update(
     t1 = time.perf_counter()
     if settings.per_domain:
         metrics["mem/domain_buffers_gb"] = sum(b.numel() * b.element_size() for b in buffers.values()) / 1e9
-        sq = _ranks_total(torch.tensor([sum(float(buffers[n][d].float().pow(2).sum()) for n, _ in params)
-                                        for d in range(len(domains))], dtype=torch.float64), surgery_reduce)
+        sq = _ranks_total(_sq_norms([buffers[n] for n, _ in params], rows=len(domains)), surgery_reduce)
         for d, domain in enumerate(domains):
             metrics[f"grad/{domain}/norm"] = math.sqrt(float(sq[d]))
-        finite = finite and _all_finite(buffers.values())
+        finite = finite and all(math.isfinite(float(x)) for x in sq)  # NaN/inf in a buffer -> its sum
         if keep_domain_grads:
             kept = {dom: {n: buffers[n][d].float().cpu().clone() for n, _ in params} for d, dom in enumerate(domains)}
         if finite and domains:
@@ -286,12 +296,11 @@ def update(
             _, stats = _combine(buffers, domains, settings, step, surgery_reduce, out)
             finite = bool(stats.finite)
     else:
-        metrics["mem/domain_buffers_gb"] = 0.0
-        finite = finite and _all_finite(p.grad for _, p in params)
+        metrics["mem/domain_buffers_gb"] = 0.0  # non-finite .grad: caught by the grad norm below
     metrics["time/surgery_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    grad_sq = sum(float(local(p.grad).float().pow(2).sum()) for _, p in params if p.grad is not None)
+    grad_sq = float(_sq_norms([local(p.grad) for _, p in params if p.grad is not None])[0])
     grad_norm = math.sqrt(float(_ranks_total(torch.tensor([grad_sq], dtype=torch.float64), surgery_reduce)[0]))
     finite = finite and math.isfinite(grad_norm)
     if finite:
