@@ -14,7 +14,8 @@ Variants (each on the same samples, each with its own best batching):
 - mgs-module / mgs-tensor / mgs-global: per-domain gradients + PCGrad per transformer module / per parameter
   tensor / on the whole model (global PCGrad).
 Per variant: median over `--reps` synchronised updates after `--warmup` ones, the step's own split (train =
-forward+backward, surgery, optim = norm + clip + AdamW), and on CUDA the peak allocated memory of an update minus
+forward+backward, surgery, optim = norm + clip + AdamW; variants run round-robin so load drift hits all
+alike), and on CUDA the peak allocated memory of an update minus
 the memory held before it. Expected extra memory of MGS: our step keeps D buffers [D, *param] in
 `--buffer-dtype` plus the combined `.grad`, so D x numel x buffer bytes more than Mixed RL (which holds one
 `.grad`); the issue's target is (D-1) gradients.
@@ -70,51 +71,61 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_variant(name: str, model: torch.nn.Module, samples: list[TrainSample], order: list[str], args, pad_id: int,
-                family: str | None) -> dict[str, Any]:
-    per_domain, surgery, granularity, method = VARIANTS[name]
-    device = next(model.parameters()).device
-    if per_domain:
-        run_samples, run_order = samples, order
-    else:  # Mixed RL's own best batching: one length-bucketed pool, domains ignored
-        run_samples = [TrainSample("all", s.prompt_ids, s.completion_ids, s.advantage) for s in samples]
-        run_order = ["all"]
-    schedule = plan_schedule(run_samples, run_order, args.micro_batch_tokens, unit="tokens")
-    settings = StepSettings(per_domain=per_domain, surgery=surgery, granularity=granularity, method=method,
-                            buffer_dtype=BUFFER_DTYPES[args.buffer_dtype], family=family, seed=args.seed)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    rows = []
-    peak_extra = None
-    for rep in range(args.warmup + args.reps):
-        if device.type == "cuda":
-            sync(device)
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
+class Variant:
+    """One update configuration with its own schedule (best batching) and optimizer; `run_once` times one update."""
+
+    def __init__(self, name: str, model: torch.nn.Module, samples: list[TrainSample], order: list[str], args,
+                 pad_id: int, family: str | None) -> None:
+        per_domain, surgery, granularity, method = VARIANTS[name]
+        if per_domain:
+            self.samples, run_order = samples, order
+        else:  # Mixed RL's own best batching: one length-bucketed pool, domains ignored
+            self.samples = [TrainSample("all", s.prompt_ids, s.completion_ids, s.advantage) for s in samples]
+            run_order = ["all"]
+        self.name, self.model, self.pad_id = name, model, pad_id
+        self.device = next(model.parameters()).device
+        self.schedule = plan_schedule(self.samples, run_order, args.micro_batch_tokens, unit="tokens")
+        self.settings = StepSettings(per_domain=per_domain, surgery=surgery, granularity=granularity, method=method,
+                                     buffer_dtype=BUFFER_DTYPES[args.buffer_dtype], family=family, seed=args.seed)
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                           weight_decay=0.0)
+        self.rows: list[dict[str, float]] = []
+        self.peak_extra: float | None = None
+
+    def run_once(self, rep: int, record: bool) -> None:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            sync(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
-        outcome = update(model, optimizer, run_samples, schedule, settings, step=rep + 1, pad_id=pad_id)
-        sync(device)
+        outcome = update(self.model, self.optimizer, self.samples, self.schedule, self.settings, step=rep + 1,
+                         pad_id=self.pad_id)
+        sync(self.device)
         dt = time.perf_counter() - t0
-        if device.type == "cuda":
-            extra = (torch.cuda.max_memory_allocated(device) - base) / 1e9
-            peak_extra = extra if peak_extra is None else max(peak_extra, extra)
-        if rep >= args.warmup:
+        if cuda:
+            extra = (torch.cuda.max_memory_allocated(self.device) - base) / 1e9
+            self.peak_extra = extra if self.peak_extra is None else max(self.peak_extra, extra)
+        if record:
             m = outcome.metrics
-            rows.append({"update_s": dt, "train_s": m["time/train_s"], "surgery_s": m["time/surgery_s"],
-                         "optim_s": m["time/optim_s"], "skipped": m["train/skipped"],
-                         "buffers_gb": m.get("mem/domain_buffers_gb", 0.0)})
-    del optimizer
-    med = {k: statistics.median(r[k] for r in rows) for k in ("update_s", "train_s", "surgery_s", "optim_s")}
-    return {"variant": name, "micro_batches": len(schedule.micro_batches), "rows": rows, **med,
-            "update_s_min": min(r["update_s"] for r in rows), "buffers_gb": rows[-1]["buffers_gb"],
-            "peak_update_gb": peak_extra}
+            self.rows.append({"update_s": dt, "train_s": m["time/train_s"], "surgery_s": m["time/surgery_s"],
+                              "optim_s": m["time/optim_s"], "skipped": m["train/skipped"],
+                              "buffers_gb": m.get("mem/domain_buffers_gb", 0.0)})
+
+    def result(self) -> dict[str, Any]:
+        rows = self.rows
+        med = {k: statistics.median(r[k] for r in rows) for k in ("update_s", "train_s", "surgery_s", "optim_s")}
+        return {"variant": self.name, "micro_batches": len(self.schedule.micro_batches), "rows": rows, **med,
+                "update_s_min": min(r["update_s"] for r in rows), "buffers_gb": rows[-1]["buffers_gb"],
+                "peak_update_gb": self.peak_extra}
 
 
 def bookkeeping_ms(params: list[torch.nn.Parameter], domains: int, buffer_dtype: torch.dtype, reps: int) -> dict:
     """The step's norm/finite bookkeeping on this model's shapes, two ways (median ms):
-    per_tensor = what mgs.rl.step does now (one `float()` host sync per tensor and domain for the per-domain squared
-    norms, `isfinite(t).all()` per buffer, one `float()` per tensor for the grad norm);
-    batched = the same numbers from per-tensor norms stacked on the device, read back once (a NaN/inf anywhere makes
-    its domain's squared norm non-finite, so the separate isfinite pass is not needed)."""
+    per_tensor = what mgs.rl.step did before commit ac9d36c (one `float()` host sync per tensor and domain for the
+    per-domain squared norms, `isfinite(t).all()` per buffer, one `float()` per tensor for the grad norm);
+    batched = what it does now (`_sq_norms`): per-tensor norms stacked on the device, read back once (a NaN/inf
+    anywhere makes its domain's squared norm non-finite, so the separate isfinite pass is not needed)."""
     device = params[0].device
     buffers = [torch.randn((domains, *p.shape), device=device).to(buffer_dtype) for p in params]
     grads = [torch.randn_like(p) for p in params]
@@ -197,11 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     buffer_gb = numel * torch.tensor([], dtype=BUFFER_DTYPES[args.buffer_dtype]).element_size() / 1e9
     tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
 
-    results = []
-    for name in args.variants.split(","):
-        res = run_variant(name, model, samples, order, args, policy.tokenizer.pad_token_id, family)
-        results.append(res)
-        print(f"[{name}] update {res['update_s'] * 1000:.1f} ms (surgery {res['surgery_s'] * 1000:.2f} ms)", flush=True)
+    # Round-robin over the variants (rep 1 of each, rep 2 of each, ...): load drift hits all variants alike.
+    variants = [Variant(name, model, samples, order, args, policy.tokenizer.pad_token_id, family)
+                for name in args.variants.split(",")]
+    for rep in range(args.warmup + args.reps):
+        for v in variants:
+            v.run_once(rep, record=rep >= args.warmup)
+    results = [v.result() for v in variants]
+    for res in results:
+        print(f"[{res['variant']}] update {res['update_s'] * 1000:.1f} ms (surgery {res['surgery_s'] * 1000:.2f} ms)")
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print()
@@ -221,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{extra:>8}{r['buffers_gb']:>12.3f}")
     book = bookkeeping_ms(params, args.domains, BUFFER_DTYPES[args.buffer_dtype], reps=5)
     print(f"norm/finite bookkeeping of one MGS step (D={args.domains}, {len(params)} tensors): per-tensor host syncs "
-          f"(mgs.rl.step now) {book['per_tensor']:.1f} ms, batched on device {book['batched']:.1f} ms")
+          f"(before ac9d36c) {book['per_tensor']:.1f} ms, batched on device (now) {book['batched']:.1f} ms")
     print(f"expected extra memory of MGS: our D buffers = {args.domains} x {buffer_gb:.3f} GB = "
           f"{args.domains * buffer_gb:.3f} GB; target (D-1) gradients = {args.domains - 1} x {grad_gb:.3f} GB = "
           f"{(args.domains - 1) * grad_gb:.3f} GB (one gradient in the model dtype: {grad_gb:.3f} GB)")
