@@ -113,6 +113,7 @@ class StepSettings:
     seed: int = 0
     buffer_dtype: torch.dtype = torch.float32
     family: str | None = None  # model family for the partition rules
+    temperature: float = 1.0  # sampling temperature: log-probs are those of the distribution that was sampled
 
 
 @dataclass
@@ -146,7 +147,8 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
 
     device = next(model.parameters()).device
     batch = _batch(samples, pad_id, device)
-    logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start)
+    logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
+                                   temperature=settings.temperature, entropy_grad=bool(settings.entropy_coef))
     mask = batch.completion_mask
     adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device)
     ref = None
@@ -162,7 +164,7 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
 
 @torch.inference_mode()
 def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], pad_id: int,
-                       batch_size: int = 16) -> list[torch.Tensor]:
+                       batch_size: int = 16, temperature: float = 1.0) -> list[torch.Tensor]:
     """Reference log-probs of each sample's completion tokens (once per step, only when kl_coef != 0)."""
     from mgs.rl.logprobs import token_logprobs
 
@@ -172,7 +174,7 @@ def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], p
         chunk = samples[i : i + batch_size]
         batch = _batch(chunk, pad_id, device)
         logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
-                                 return_entropy=False)
+                                 return_entropy=False, temperature=temperature)
         out.extend(logp[b, : len(s.completion_ids)].float().cpu() for b, s in enumerate(chunk))
     return out
 
