@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mgs.eval.runner import EvalResult
+from mgs.eval.runner import FALLBACK_METRIC, EvalResult, stderr_key
 
 TOTAL_FORMULA = ("Total = mean over the listed sets of their headline score (each in percent, unweighted; proxy "
                  "scores and extra avg@k sets left out)")
@@ -43,11 +43,10 @@ class SetInfo:
 
 def headline(result: EvalResult, info: SetInfo) -> tuple[float, float]:
     """(score, stderr) of a result in percent: its main metric (falling back to `prompt_reward_mean`) times `info.scale`."""
-    key = info.main_metric or result.main_metric or "prompt_reward_mean"
+    key = info.main_metric or result.main_metric or FALLBACK_METRIC
     if key not in result.metrics:
         raise KeyError(f"headline metric {key!r} missing from the {info.domain!r} results; have {sorted(result.metrics)}")
-    err_key = f"{key}_stderr" if f"{key}_stderr" in result.metrics else None
-    err = result.metrics[err_key] if err_key else float("nan")
+    err = result.metrics.get(stderr_key(key), float("nan"))  # NaN only for a metric nobody computed a stderr of
     return float(result.metrics[key]) * info.scale, float(err) * info.scale
 
 
@@ -77,7 +76,7 @@ def build_payload(
         score, err = headline(res, info)
         sets[name] = {
             "domain": info.domain,
-            "main_metric": info.main_metric or res.main_metric or "prompt_reward_mean",
+            "main_metric": info.main_metric or res.main_metric or FALLBACK_METRIC,
             "score": score,
             "stderr": err,
             "proxy": info.proxy,
@@ -131,8 +130,8 @@ def normalize(payload: dict[str, Any], tag: str) -> dict[str, Any] | None:
         if not (isinstance(res, dict) and isinstance(res.get("metrics"), dict)):
             continue
         metrics = res["metrics"]
-        main = res.get("main_metric") or "prompt_reward_mean"
-        err = metrics.get(f"{main}_stderr")
+        main = res.get("main_metric") or FALLBACK_METRIC
+        err = metrics.get(stderr_key(main))
         sets[name] = {"domain": name, "main_metric": main, "score": 100.0 * float(metrics.get(main, math.nan)),
                       "stderr": 100.0 * float(err) if err is not None else math.nan,
                       "proxy": main.startswith("proxy_"), "note": "", "in_total": True, "metrics": metrics,

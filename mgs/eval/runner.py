@@ -16,7 +16,10 @@ from typing import Any, Callable, Sequence
 from mgs.domains.base import Domain, RewardResult, Sample
 from mgs.domains.template import apply_template, score_responses, split_response
 
-__all__ = ["EvalResult", "evaluate_domain", "stderr_of_mean", "aggregate"]
+__all__ = ["EvalResult", "evaluate_domain", "stderr_of_mean", "stderr_key", "aggregate"]
+
+FALLBACK_METRIC = "prompt_reward_mean"
+"""The headline of a domain without a `main_metric`: mean over prompts of the mean reward of their responses."""
 
 
 @dataclass
@@ -40,6 +43,13 @@ def stderr_of_mean(values: Sequence[float]) -> float:
     mean = sum(values) / n
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return math.sqrt(var / n)
+
+
+def stderr_key(metric: str) -> str:
+    """Name of the standard error of `metric` in `EvalResult.metrics`: `<metric>_stderr`, except the fallback
+    headline `prompt_reward_mean`, whose standard error is `prompt_reward_stderr`. Readers use this, never a
+    hand-built name (a mismatch here once made every headline stderr NaN)."""
+    return "prompt_reward_stderr" if metric == FALLBACK_METRIC else f"{metric}_stderr"
 
 
 def _encode(tokenizer: Any, messages_list: list[list[dict[str, str]]]) -> list[list[int]]:
