@@ -217,8 +217,8 @@ def test_jsonl_loader_limit_seed_and_errors(tmp_path, domain):
     assert [s.uid for s in d.load("test", limit=4, seed=1)] == [s.uid for s in d.load("test", limit=4, seed=1)]
     assert len(d.load("test", limit=4, seed=1)) == 4
     assert d.load("test", limit=4, seed=1) != d.load("test", limit=4, seed=2)
-    with pytest.raises(ValueError, match="test_path"):
-        domain.load("test")
+    with pytest.raises(ValueError, match="test_path"):  # generated prompts need the IFEval registry
+        build_domain("ifbench").load("test")
     path.write_text(json.dumps({"prompt": "p", "instruction_id_list": ["x:y"], "kwargs": [{}]}))
     with pytest.raises(ValueError, match="ifbench"):
         d.load("test")
@@ -245,9 +245,30 @@ def test_generator_is_seeded_compatible_and_self_describing():
 def test_small_preset_prompts_score_both_ways(domain):
     """A plain short answer follows some generated prompts and not others: the default has reward variance."""
     samples = domain.load("train", limit=64, seed=0)
-    assert all(s.uid.startswith("ifeval/gen-small-0-") for s in samples)
+    assert all(s.uid.startswith("ifeval/gen-small-train-0-") for s in samples)
     scores = [r.score for r in domain.score(samples, ["a short answer about the weather today"] * len(samples))]
     assert 0.1 < sum(s == 1.0 for s in scores) / len(scores) < 0.9 and 0.0 in scores
+
+
+def test_generated_test_split_is_held_out(domain):
+    """The generated test split shares no base task (hence no prompt) with train, for any seeds and sizes."""
+    from mgs.domains.ifeval.generator import check_disjoint, split_of_task, tasks_of_split
+
+    train_tasks, test_tasks = set(tasks_of_split("train")), set(tasks_of_split("test"))
+    assert train_tasks.isdisjoint(test_tasks) and train_tasks | test_tasks == set(BASE_TASKS)
+    assert 10 <= len(test_tasks) <= 24  # about a quarter of the 64 tasks: enough variety to evaluate on
+    instructions = CHECKERS.get("ifeval")()
+    train = generate_prompts(instructions, "small", 2000, seed=0) + generate_prompts(instructions, "small", 500, seed=7)
+    test = generate_prompts(instructions, "small", 300, seed=0, split="test")
+    check_disjoint(train, test)
+    assert all(split_of_task(next(t for t in BASE_TASKS if r["prompt"].startswith(t))) == "test" for r in test)
+    with pytest.raises(AssertionError, match="overlap"):  # the check itself catches a leak
+        check_disjoint(train, test + train[:1])
+    samples = domain.load("test", limit=24, seed=0)
+    assert len(samples) == 24 and len({s.uid for s in samples}) == 24
+    assert samples == domain.load("test", limit=24, seed=0) and samples[0].uid.startswith("ifeval/gen-small-test-0-")
+    train_prompts = {s.messages[-1]["content"] for s in domain.load("train", seed=0)}
+    assert not train_prompts & {s.messages[-1]["content"] for s in samples}
 
 
 @pytest.mark.skipif(not IFEVAL_FILE.is_file() or not IFBENCH_FILE.is_file(), reason="shared eval files absent")

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from mgs.domains.base import DOMAINS, RewardResult, Sample
 from mgs.domains.ifeval.checkers import CHECKERS, InstructionSet
-from mgs.domains.ifeval.generator import generate_prompts
+from mgs.domains.ifeval.generator import check_disjoint, generate_prompts
 
 REQUIRED_FIELDS = ("prompt", "instruction_id_list", "kwargs")
 
@@ -56,13 +56,14 @@ def _short_error(exc: BaseException) -> str:
 class IFEvalDomain:
     """Instruction following with verifiable constraints (see the module docstring).
 
-    Params: `train_path` / `test_path` (IFEval-format JSONL; `train_path=None` -> generated prompts),
-    `checker` ("ifeval" | "ifbench"), `preset` (generator preset: "small" | "full"), `num_train` (generated prompts),
+    Params: `train_path` / `test_path` (IFEval-format JSONL; None -> generated prompts of that split, whose base tasks
+    are disjoint from the other split's), `checker` ("ifeval" | "ifbench"), `preset` (generator preset: "small" |
+    "full"), `num_train` / `num_test` (generated prompts per split when `load` has no limit),
     `system_prompt` (optional system message), `max_response_chars` (longer responses are not checked: score None;
     some checkers are pure-Python tokenizers, ~1 min on 1 MB)."""
 
     def __init__(self, name: str = "ifeval", *, train_path: str | None = None, test_path: str | None = None,
-                 checker: str = "ifeval", preset: str = "small", num_train: int = 2048,
+                 checker: str = "ifeval", preset: str = "small", num_train: int = 2048, num_test: int = 256,
                  system_prompt: str | None = None, max_response_chars: int = 100_000) -> None:
         self.name = name
         self.paths = {"train": train_path, "test": test_path}
@@ -70,6 +71,7 @@ class IFEvalDomain:
         self.instructions: InstructionSet = CHECKERS.get(checker)()
         self.preset = preset
         self.num_train = num_train
+        self.num_test = num_test
         self.system_prompt = system_prompt
         self.max_response_chars = max_response_chars
 
@@ -83,13 +85,14 @@ class IFEvalDomain:
             if limit is not None and limit < len(rows):
                 keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
                 rows = [rows[i] for i in keep]
-        elif split == "train":
-            if self.checker != "ifeval":
-                raise ValueError(f"generated training prompts use the IFEval registry; checker={self.checker!r} "
-                                 "needs a train_path")
-            rows = generate_prompts(self.instructions, self.preset, limit or self.num_train, seed)
         else:
-            raise ValueError(f"domain {self.name!r} has no {split} data: pass {split}_path (IFEval-format JSONL)")
+            if self.checker != "ifeval":
+                raise ValueError(f"generated prompts use the IFEval registry; checker={self.checker!r} needs "
+                                 f"{split}_path (IFEval-format JSONL)")
+            count = limit or (self.num_train if split == "train" else self.num_test)
+            rows = generate_prompts(self.instructions, self.preset, count, seed, split=split)
+            if split == "test":  # disjoint by construction; checked against this seed's training prompts anyway
+                check_disjoint(generate_prompts(self.instructions, self.preset, self.num_train, seed), rows)
         unknown = sorted({i for r in rows for i in r["instruction_id_list"]} - set(self.instructions.classes))
         if unknown:
             raise ValueError(f"{path}: instruction types unknown to checker={self.checker!r}: {unknown[:5]}... "

@@ -6,6 +6,10 @@ compatible: never two that the registry's conflict table (made symmetric) pairs,
 (pairs the table misses that can't both hold, e.g. all-lowercase + an end phrase with capitals). Our base tasks
 are none of IFEval's / IFBench's prompts (tested against the files), so evaluation on them stays held-out.
 
+Splits: a base task belongs to "train" or "test" by a hash of its text (`split_of_task`, about a quarter of the
+tasks are test), and a split's prompts are built only from its own tasks, so a generated test prompt can never
+equal a training prompt, whatever the seeds or counts (`check_disjoint` verifies it on generated sets).
+
 Presets (`PRESETS`): `small` (the embedded default for a 135M model: short tasks and constraints such a model
 sometimes satisfies, so G=4 groups have reward variance) and `full` (all 25 IFEval types, kwargs drawn by the
 registry itself, like IFEval's own generator).
@@ -13,6 +17,7 @@ registry itself, like IFEval's own generator).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -103,6 +108,33 @@ _KEYWORDS = ("water", "light", "friend", "home", "today", "happy", "simple", "wo
 _FORBIDDEN = ("very", "really", "also", "just", "many", "great", "always", "because")
 _END_PHRASES = ("Thank you.", "That is all.", "The end.", "Have a nice day.", "See you soon.")
 
+SPLITS = ("train", "test")
+TEST_BUCKETS = 1
+"""A base task is in the test split iff sha256(task) % 4 < TEST_BUCKETS."""
+
+
+def split_of_task(task: str) -> str:
+    """'test' or 'train': fixed by the base task's text, so train and test prompts never share a task."""
+    return "test" if int(hashlib.sha256(task.encode()).hexdigest(), 16) % 4 < TEST_BUCKETS else "train"
+
+
+def tasks_of_split(split: str) -> tuple[str, ...]:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
+    return tuple(t for t in BASE_TASKS if split_of_task(t) == split)
+
+
+def check_disjoint(train_rows: list[dict[str, Any]], test_rows: list[dict[str, Any]]) -> None:
+    """Raise if a test prompt also occurs among the training prompts, or shares its base task with one."""
+    train_prompts = {r["prompt"] for r in train_rows}
+    same = [r["key"] for r in test_rows if r["prompt"] in train_prompts]
+    shared_tasks = {t for t in BASE_TASKS if any(r["prompt"].startswith(t) for r in train_rows)
+                    and any(r["prompt"].startswith(t) for r in test_rows)}
+    if same or shared_tasks:
+        raise AssertionError(f"generated test prompts overlap training: same prompts {same[:3]}, shared base tasks "
+                             f"{sorted(shared_tasks)[:3]}")
+
+
 KwargsSampler = Callable[[random.Random, str], dict[str, Any]]  # (rng, task text) -> kwargs
 
 
@@ -170,8 +202,11 @@ def _compatible(instructions: InstructionSet, a: str, b: str) -> bool:
     return b not in EXTRA_CONFLICTS.get(a, set()) and a not in EXTRA_CONFLICTS.get(b, set())
 
 
-def generate_prompts(instructions: InstructionSet, preset: str, num_prompts: int, seed: int) -> list[dict[str, Any]]:
-    """`num_prompts` IFEval-format rows (`key`, `prompt`, `instruction_id_list`, `kwargs`), deterministic in `seed`."""
+def generate_prompts(instructions: InstructionSet, preset: str, num_prompts: int, seed: int,
+                     split: str = "train") -> list[dict[str, Any]]:
+    """`num_prompts` IFEval-format rows (`key`, `prompt`, `instruction_id_list`, `kwargs`) built from the base tasks
+    of `split` only; deterministic in (split, seed). Different seeds may repeat a prompt; different splits never."""
+    tasks = tasks_of_split(split)
     spec = PRESETS.get(preset)()
     unknown = sorted(set(spec.samplers) - set(instructions.classes))
     if unknown:
@@ -180,7 +215,7 @@ def generate_prompts(instructions: InstructionSet, preset: str, num_prompts: int
     types_ = sorted(spec.samplers)
     rows = []
     for index in range(num_prompts):
-        task = rng.choice(BASE_TASKS)
+        task = rng.choice(tasks)
         num_constraints = rng.randint(1, spec.max_constraints)
         chosen: list[str] = []
         for candidate in rng.sample(types_, k=len(types_)):
@@ -200,6 +235,6 @@ def generate_prompts(instructions: InstructionSet, preset: str, num_prompts: int
                 kwargs = sampler(rng, task)
             texts.append(instructions.description(instruction_id, kwargs))
             kwargs_list.append(kwargs)
-        rows.append({"key": f"gen-{preset}-{seed}-{index}", "prompt": " ".join(texts),
+        rows.append({"key": f"gen-{preset}-{split}-{seed}-{index}", "prompt": " ".join(texts),
                      "instruction_id_list": chosen, "kwargs": kwargs_list})
     return rows
