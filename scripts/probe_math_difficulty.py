@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default="/tmp/smollm2")
     ap.add_argument("--show", type=int, default=2, help="example completions to print per level")
+    ap.add_argument("--instruction", default=None, help="override the domain's answer-format instruction")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", default=None, help="also write the results table to this JSON file")
     args = ap.parse_args()
@@ -88,7 +89,7 @@ def main() -> None:
     print(f"model loaded on {device} in {time.time() - t0:.1f} s")
     rows = []
     for level in args.levels:
-        domain = MathDomain(difficulty=level)
+        domain = MathDomain(difficulty=level, **({} if args.instruction is None else {"instruction": args.instruction}))
         samples = domain.load(args.split, limit=args.num_problems, seed=args.seed)
         prompts = [tok.apply_chat_template(list(s.messages), tokenize=False, add_generation_prompt=True)
                    for s in samples]

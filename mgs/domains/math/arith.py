@@ -40,9 +40,10 @@ class Difficulty:
 
 
 LEVELS: dict[str, Difficulty] = {
-    "easy": Difficulty(steps=1, max_value=20, ops=("add", "sub")),
-    "medium": Difficulty(steps=2, max_value=20, ops=("add", "sub")),
-    "hard": Difficulty(steps=3, max_value=30, ops=("add", "sub", "mul", "div")),
+    "easy": Difficulty(steps=1, max_value=10, ops=("add",)),
+    "medium": Difficulty(steps=1, max_value=20, ops=("add", "sub")),
+    "hard": Difficulty(steps=2, max_value=20, ops=("add", "sub")),
+    "expert": Difficulty(steps=3, max_value=30, ops=("add", "sub", "mul", "div")),
 }
 
 
