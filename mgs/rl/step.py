@@ -1,11 +1,13 @@
 """One optimizer step from scored samples: per-domain backward passes, surgery (or sum), clip, AdamW.
 
 Why this shape: MGS needs one gradient per domain, and `method=sum` must reproduce Mixed RL exactly. So the step's
-micro-batches run grouped by domain in a fixed order; after a domain's last micro-batch its gradient (`param.grad`)
-is moved into row d of a per-tensor buffer `[D, *shape]`; every micro-batch's loss is divided by the step's GLOBAL
-completion-token count (token mean over the whole batch, all domains), so the domain gradients add up to the
-Mixed-RL gradient of the same batch. Then surgery (mgs.surgery.resolve) or the plain sum is written into `.grad`,
-the grad norm is clipped (after surgery) and the optimizer steps.
+micro-batches run grouped by domain in a fixed order, and domain d's backward accumulates into row d of a per-tensor
+buffer `[D, *shape]` (`param.grad` IS a view of that row when the buffer has the parameter's dtype; otherwise the
+gradient is copied there after the domain's last micro-batch). Every micro-batch's loss is divided by the step's
+GLOBAL completion-token count (token mean over the whole batch, all domains), so the domain gradients add up to the
+Mixed-RL gradient of the same batch. Then surgery (mgs.surgery: Gramians -> weights) or the plain sum is combined in
+place into row 0, which becomes `.grad` (MGS holds D gradients where Mixed RL holds one: the (D-1)-buffer memory
+target; the copy path writes a separate `.grad`), the grad norm is clipped (after surgery) and the optimizer steps.
 
 The (domain, micro-batch) schedule and the loss denominator are explicit values (`Schedule`) computed before any
 forward pass, so a distributed caller can build a domain-synchronous schedule (same domain on every rank at the same
@@ -183,6 +185,10 @@ def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def _norm_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)  # float32, float64 for float64 buffers
+
+
 def _sq_norms(tensors: Sequence[torch.Tensor], rows: int = 0) -> torch.Tensor:
     """Summed squared L2 norms of `tensors` as float64 on the CPU: computed on the device (float32 per-tensor norms)
     and read back once, instead of one host sync per tensor (which cost more than the math: see
@@ -191,10 +197,10 @@ def _sq_norms(tensors: Sequence[torch.Tensor], rows: int = 0) -> torch.Tensor:
     if not tensors:
         return torch.zeros(max(rows, 1), dtype=torch.float64)
     if rows:
-        norms = torch.stack([torch.linalg.vector_norm(t.reshape(rows, t[0].numel()), dim=1, dtype=torch.float32)
-                             for t in tensors])
+        norms = torch.stack([torch.linalg.vector_norm(t.reshape(rows, t[0].numel()), dim=1,
+                                                      dtype=_norm_dtype(t)).double() for t in tensors])
     else:
-        norms = torch.stack([torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors])[:, None]
+        norms = torch.stack([torch.linalg.vector_norm(t, dtype=_norm_dtype(t)).double() for t in tensors])[:, None]
     return norms.double().pow(2).sum(0).cpu()
 
 
@@ -226,15 +232,24 @@ def update(
         raise ValueError("the model has no trainable parameters")
     optimizer.zero_grad(set_to_none=True)
     domains = schedule.domains
+    # In place (the memory target: D buffers in all, not D + the combined .grad): each domain's backward
+    # accumulates straight into its buffer row (`p.grad` IS `buf[d]`) and the combine writes row 0, which then
+    # becomes `.grad`. Needs unsharded parameters and buffers in the parameter dtype; else grads are copied.
+    in_place = settings.per_domain and bool(domains) and all(
+        p.dtype == settings.buffer_dtype and not hasattr(p, "to_local") for _, p in params)
     buffers: dict[str, torch.Tensor] = {}
-    finite = True
-    sums = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "entropy": 0.0, "clipped": 0.0, "tokens": 0.0}
-    dom_entropy: dict[str, list[float]] = {d: [0.0, 0.0] for d in domains}
+    if in_place:
+        buffers = {name: torch.zeros((len(domains), *p.shape), dtype=p.dtype, device=p.device) for name, p in params}
+    parts: list[torch.Tensor] = []  # per micro-batch [loss, pg, kl, entropy, clipped, tokens], read back once
+    part_domain: list[int] = []
     local = local or (lambda t: t)
     in_sync = sync or (lambda last: contextlib.nullcontext())
     t0 = time.perf_counter()
     for d, domain in enumerate(domains):
         runs = [m for m in schedule.micro_batches if m.domain == domain]
+        if in_place:
+            for name, p in params:
+                p.grad = buffers[name][d]  # AccumulateGrad adds into it in place (tested)
         for k, mb in enumerate(runs):
             last = k == len(runs) - 1 and (settings.per_domain or d == len(domains) - 1)
             if not mb.indices:
@@ -245,17 +260,11 @@ def update(
             with in_sync(last):
                 loss, terms = micro_batch_loss(model, [samples[i] for i in mb.indices], settings, pad_id,
                                                schedule.loss_denominator)
-                if not torch.isfinite(loss):
-                    finite = False
                 loss.backward()
-            sums["loss"] += float(loss.detach())
-            sums["pg"] += float(terms.pg_sum)
-            sums["kl"] += float(terms.kl_sum)
-            sums["entropy"] += float(terms.entropy_sum)
-            sums["clipped"] += float(terms.clipped_tokens)
-            sums["tokens"] += float(terms.tokens)
-            dom_entropy[domain][0] += float(terms.entropy_sum)
-            dom_entropy[domain][1] += float(terms.tokens)
+            parts.append(torch.stack([torch.as_tensor(v, dtype=torch.float32, device=loss.device).reshape(())
+                                      for v in (loss.detach(), terms.pg_sum, terms.kl_sum, terms.entropy_sum,
+                                                terms.clipped_tokens, terms.tokens)]))
+            part_domain.append(d)
         if reduce_grad is not None and (settings.per_domain or d == len(domains) - 1):
             for _, p in params:
                 if p.grad is None:
@@ -268,10 +277,17 @@ def update(
                     shard = local(p.detach())
                     buf = buffers[name] = torch.zeros((len(domains), *shard.shape), dtype=settings.buffer_dtype,
                                                       device=shard.device)
-                if p.grad is not None:
-                    buf[d].copy_(local(p.grad))
+                if p.grad is not None and not (in_place and p.grad.data_ptr() == buf[d].data_ptr()):
+                    buf[d].copy_(local(p.grad))  # a wrapper replaced the view (or the copy path): copy it
                 p.grad = None
     train_s = time.perf_counter() - t0
+    totals = torch.stack(parts).double().cpu() if parts else torch.zeros((0, 6), dtype=torch.float64)
+    sums = dict(zip(("loss", "pg", "kl", "entropy", "clipped", "tokens"), totals.sum(0).tolist()))
+    finite = math.isfinite(sums["loss"])  # a non-finite micro-batch loss makes the sum non-finite
+    dom_entropy: dict[str, list[float]] = {d: [0.0, 0.0] for d in domains}
+    for row, d in zip(totals.tolist(), part_domain):
+        dom_entropy[domains[d]][0] += row[3]
+        dom_entropy[domains[d]][1] += row[5]
 
     metrics: dict[str, float] = {"time/train_s": train_s}
     for domain in domains:
@@ -290,7 +306,12 @@ def update(
         finite = finite and all(math.isfinite(float(x)) for x in sq)  # NaN/inf in a buffer -> its sum
         if keep_domain_grads:
             kept = {dom: {n: buffers[n][d].float().cpu().clone() for n, _ in params} for d, dom in enumerate(domains)}
-        if finite and domains:
+        if finite and domains and in_place:
+            stats = _combine_in_place(buffers, domains, settings, step, surgery_reduce)
+            for name, p in params:
+                p.grad = buffers[name][0]
+            finite = bool(stats.finite)
+        elif finite and domains:
             out = {}
             for name, p in params:
                 p.grad = torch.empty_like(p)
@@ -343,3 +364,54 @@ def _combine(buffers: dict[str, torch.Tensor], domains: Sequence[str], settings:
     return resolve(StackedGrads(list(domains), buffers), granularity=settings.granularity, method=method,
                    seed=settings.seed, step=step, reduce=surgery_reduce, family=settings.family,
                    domains=list(domains), out=out)
+
+
+def _combine_in_place(buffers: dict[str, torch.Tensor], domains: Sequence[str], settings: StepSettings, step: int,
+                      surgery_reduce):
+    """`_combine` without an output tensor: the same Gramians -> weights (mgs.surgery's public steps), then each
+    buffer's row 0 becomes the combined gradient, `row0 = c_0 * row0 + sum_{i>0} c_i * row_i` (one in-place
+    `addmm_`; rows 1.. are only read, and each output element depends only on the same element of every row).
+    Returns the surgery stats (as `resolve` would)."""
+    from mgs.surgery import StackedGrads, SurgeryStats, local_gramians, partition, weights
+
+    method = settings.method if settings.surgery else "sum"
+    stacked = StackedGrads(list(domains), buffers)
+    names = list(buffers)
+    groups = partition(names, settings.granularity, family=settings.family)
+    grams = local_gramians(stacked, groups, list(domains))
+    if surgery_reduce is not None:
+        reduced = surgery_reduce(grams)
+        grams = grams if reduced is None else reduced
+    result = weights(grams, method=method, seed=settings.seed, step=step)
+    stats = SurgeryStats(
+        domains=list(domains), group_names=list(groups), gramians=grams.detach().to("cpu", torch.float64),
+        weights=result, method=method, granularity=getattr(groups, "granularity", "custom"), seed=settings.seed,
+        step=step, numels=[sum(buffers[n][0].numel() for n in members) for members in groups.values()],
+        unmatched=list(getattr(groups, "unmatched", [])), family=getattr(groups, "family", None),
+    )
+    coeffs = result.coeffs.tolist()  # [num_groups, D] float64 on the CPU
+    with _ieee_fp32_matmul():
+        for index, members in enumerate(groups.values()):
+            c = coeffs[index]
+            rest = None
+            for name in members:
+                rows = buffers[name].reshape(len(domains), -1)
+                if len(domains) == 1:
+                    rows[0].mul_(c[0])
+                    continue
+                if rest is None or rest.dtype != rows.dtype:
+                    rest = torch.tensor([c[1:]], dtype=rows.dtype, device=rows.device)  # [1, D-1]
+                rows[:1].addmm_(rest, rows[1:], beta=c[0])
+    return stats
+
+
+@contextlib.contextmanager
+def _ieee_fp32_matmul():
+    """fp32 matmuls at full precision on CUDA while combining (TF32 would round the gradients to 10 bits)."""
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = previous

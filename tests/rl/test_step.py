@@ -114,3 +114,57 @@ def test_absent_domain_policy(tiny_policy):
     assert out.metrics["train/b/absent"] == 1.0 and "grad/b/norm" not in out.metrics
     assert out.metrics["grad/a/norm"] > 0 and out.metrics["grad/c/norm"] > 0
     assert out.surgery_stats.domains == ["a", "c"] and out.metrics["train/skipped"] == 0.0
+
+
+def test_accumulate_grad_adds_into_a_view_of_the_buffer():
+    """The in-place step relies on this: with `p.grad` set to a row of a stacked buffer, autograd accumulates
+    every later backward into that row (same storage) instead of replacing it."""
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    buf = torch.zeros(3, 3)
+    p.grad = buf[1]
+    (p * torch.tensor([1.0, 10.0, 100.0])).sum().backward()
+    (2 * p).sum().backward()
+    assert p.grad.data_ptr() == buf[1].data_ptr()
+    assert torch.equal(buf, torch.tensor([[0.0, 0, 0], [3.0, 12.0, 102.0], [0, 0, 0]]))
+
+
+class _GradRecorder(torch.optim.SGD):
+    """SGD that records, for each gradient at step time, the number of elements of its storage."""
+
+    def step(self, closure=None):
+        self.storage_numels = [p.grad.untyped_storage().nbytes() // p.grad.element_size()
+                               for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.numels = [p.numel() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("method,granularity", [("sum", "module"), ("pcgrad", "tensor"), ("pcgrad", "global")])
+def test_in_place_combine_matches_the_copy_path(tiny_policy, method, granularity):
+    """Buffers in the parameter dtype: `.grad` is row 0 of the [D, ...] buffer (no extra combined gradient: the
+    memory target), and the update equals the copy path's (float64 buffers, separate combined .grad) and, for
+    `sum`, Mixed RL's."""
+    samples = fixed_rollouts(tiny_policy.tokenizer, seed=4, domains=("a", "b", "c"))
+    order = ("a", "b", "c")
+    policies = [tiny_policy, copy.deepcopy(tiny_policy), copy.deepcopy(tiny_policy)]
+    before = params_of(tiny_policy.model)
+    results = []
+    for policy, dtype in zip(policies[:2], (torch.float32, torch.float64)):
+        opt = _GradRecorder(policy.model.parameters(), lr=1.0)
+        out = update(policy.model, opt, samples, plan_schedule(samples, order, 3), step=1,
+                     settings=StepSettings(method=method, granularity=granularity, buffer_dtype=dtype, grad_clip=0),
+                     pad_id=policy.tokenizer.pad_token_id)
+        assert out.metrics["train/skipped"] == 0.0
+        results.append((opt, out, params_of(policy.model)))
+    (opt_in, out_in, after_in), (opt_copy, _, after_copy) = results
+    assert opt_in.storage_numels == [3 * n for n in opt_in.numels]  # .grad is a view of the [3, ...] buffer
+    assert opt_copy.storage_numels == opt_copy.numels  # the copy path's own combined .grad
+    delta = lambda after: {n: after[n] - before[n] for n in before}  # noqa: E731
+    assert rel_err(delta(after_in), delta(after_copy)) < 1e-5
+    if method == "sum":
+        mixed_opt = torch.optim.SGD(policies[2].model.parameters(), lr=1.0)
+        update(policies[2].model, mixed_opt, samples, plan_schedule(samples, order, 5), step=1,
+               settings=StepSettings(per_domain=False, surgery=False, grad_clip=0),
+               pad_id=policies[2].tokenizer.pad_token_id)
+        assert rel_err(delta(after_in), delta(params_of(policies[2].model))) < 1e-5
+    else:
+        assert out_in.metrics["surgery/groups_conflicted_frac"] > 0
