@@ -113,7 +113,7 @@ class StepSettings:
     granularity: str = "module"
     method: str = "pcgrad"
     seed: int = 0
-    buffer_dtype: torch.dtype = torch.float32
+    buffer_dtype: torch.dtype | None = torch.float32  # None: each parameter's own dtype (in-place, least memory)
     family: str | None = None  # model family for the partition rules
     temperature: float = 1.0  # sampling temperature: log-probs are those of the distribution that was sampled
 
@@ -236,7 +236,7 @@ def update(
     # accumulates straight into its buffer row (`p.grad` IS `buf[d]`) and the combine writes row 0, which then
     # becomes `.grad`. Needs unsharded parameters and buffers in the parameter dtype; else grads are copied.
     in_place = settings.per_domain and bool(domains) and all(
-        p.dtype == settings.buffer_dtype and not hasattr(p, "to_local") for _, p in params)
+        settings.buffer_dtype in (None, p.dtype) and not hasattr(p, "to_local") for _, p in params)
     buffers: dict[str, torch.Tensor] = {}
     if in_place:
         buffers = {name: torch.zeros((len(domains), *p.shape), dtype=p.dtype, device=p.device) for name, p in params}
@@ -275,8 +275,8 @@ def update(
                 buf = buffers.get(name)
                 if buf is None:
                     shard = local(p.detach())
-                    buf = buffers[name] = torch.zeros((len(domains), *shard.shape), dtype=settings.buffer_dtype,
-                                                      device=shard.device)
+                    buf = buffers[name] = torch.zeros((len(domains), *shard.shape), device=shard.device,
+                                                      dtype=settings.buffer_dtype or shard.dtype)
                 if p.grad is not None and not (in_place and p.grad.data_ptr() == buf[d].data_ptr()):
                     buf[d].copy_(local(p.grad))  # a wrapper replaced the view (or the copy path): copy it
                 p.grad = None

@@ -148,7 +148,8 @@ def test_in_place_combine_matches_the_copy_path(tiny_policy, method, granularity
     policies = [tiny_policy, copy.deepcopy(tiny_policy), copy.deepcopy(tiny_policy)]
     before = params_of(tiny_policy.model)
     results = []
-    for policy, dtype in zip(policies[:2], (torch.float32, torch.float64)):
+    in_place_dtype = None if granularity == "global" else torch.float32  # None = the parameter's dtype
+    for policy, dtype in zip(policies[:2], (in_place_dtype, torch.float64)):
         opt = _GradRecorder(policy.model.parameters(), lr=1.0)
         out = update(policy.model, opt, samples, plan_schedule(samples, order, 3), step=1,
                      settings=StepSettings(method=method, granularity=granularity, buffer_dtype=dtype, grad_clip=0),
