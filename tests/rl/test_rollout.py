@@ -170,3 +170,18 @@ def test_peft_and_gradient_checkpointing_policies_generate_the_same_greedy_token
         )])
         assert policy.model.training
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_cuda_batch_rows_sized_by_kv_cache(tiny_policy):
+    """The CUDA default (one batch when it fits): rows = share of free memory / (KV bytes per token x cache len)."""
+    cfg = tiny_policy.model.config
+    backend = HFGenerateBackend(tiny_policy.model, tiny_policy.tokenizer, kv_memory_fraction=0.5)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 4  # float32 K and V
+    assert backend.kv_bytes_per_token() == per_token
+    assert backend.fit_batch_rows(cache_len=100, free_bytes=2 * 100 * per_token * 7) == 7  # half of 14 rows
+    assert backend.fit_batch_rows(cache_len=100, free_bytes=10) == 1
+    assert backend.fit_batch_rows(cache_len=1, free_bytes=1 << 40) == backend.max_batch_size == 32  # CPU cap
+    assert not backend.auto_batch  # CPU: the fixed default, no memory probing
+    with pytest.raises(ValueError, match="kv_memory_fraction"):
+        HFGenerateBackend(tiny_policy.model, tiny_policy.tokenizer, kv_memory_fraction=0.0)
