@@ -8,8 +8,13 @@ Gradients come in one of two layouts:
 Both work on any slice of the tensors (FSDP shards, even empty ones): Gramians of the slices add up to the
 Gramian of the whole, and the combine is elementwise, so sharded callers sum the Gramians over ranks and stay
 exact. Gramians accumulate in fp32 (fp64 when the gradients are fp64); fp32 matmuls run at full IEEE
-precision even where TF32 is enabled. The combine runs in the gradients' dtype (bf16 in -> coefficients
-rounded to bf16, the result rounded once) and may write into an output of another dtype.
+precision even where TF32 is enabled. The combine may write into an output of another dtype, or into row 0
+of the stacked buffer itself (`out={name: buffer[0]}`: no extra gradient-sized memory).
+
+Two implementations (`IMPLS`, `impl=` on both passes): "torch" (any device/dtype; the CPU matmul path, and on
+CUDA an elementwise combine, which beats cuBLAS's skinny [1, D] x [D, n] product) and "triton" (mgs.surgery.kernels:
+one streaming read per pass, fp32 accumulation, for fp32/bf16/fp16 stacked buffers on CUDA). "auto" (default)
+takes triton where it applies, else torch.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence, Union
 
 import torch
+
+from mgs.surgery import kernels
 
 # Gramians of long rows are computed in column blocks of this many (see `_accumulate_gram`).
 GRAM_CHUNK_COLUMNS = 1 << 16
@@ -180,17 +187,51 @@ def _device(grads: Grads, domains: Sequence[str]) -> torch.device:
     return next(iter(tensors)).device
 
 
+IMPLS = ("auto", "torch", "triton")
+
+
+def choose_impl(grads: Grads, domains: Sequence[str], impl: str = "auto") -> str:
+    """"torch" or "triton" for `impl` in IMPLS: auto = triton for StackedGrads on CUDA whose every buffer the
+    kernels can read (fp32/bf16/fp16, rows with unit column stride), with Triton installed; torch otherwise."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
+    if impl == "torch":
+        return impl
+    device = _device(grads, domains)
+    fits = isinstance(grads, StackedGrads) and all(
+        kernels.supports(t.reshape(t.shape[0], -1)) for t in grads.tensors.values()
+    )
+    if impl == "auto":
+        return "triton" if fits and device.type == "cuda" and kernels.available(device) else "torch"
+    if not kernels.available(device):
+        raise RuntimeError(
+            f"impl='triton' needs Triton and a CUDA device (gradients are on {device}; Triton "
+            f"{'is' if kernels.triton is not None else 'is not'} installed): use impl='torch' or 'auto'"
+        )
+    if not fits:
+        raise ValueError(
+            "impl='triton' needs StackedGrads whose buffers are fp32/bf16/fp16 with contiguous rows; "
+            "use impl='torch' or 'auto' for the dict layout or fp64"
+        )
+    return impl
+
+
 def local_gramians(
     grads: Grads,
     groups: Mapping[str, Sequence[str]],
     domains: Sequence[str] | None = None,
     chunk_columns: int = GRAM_CHUNK_COLUMNS,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """This process's Gramians of every group, stacked: [num_groups, D, D] (fp32, fp64 for fp64 grads), on the
     gradients' device, in the order of `groups`. Sum them over ranks (one all-reduce) before `weights`.
-    `chunk_columns`: column block of the batched Gramian matmul (0 = one plain matmul per tensor)."""
+    `chunk_columns`: column block of the batched Gramian matmul (torch impl; 0 = one plain matmul per tensor).
+    `impl`: "auto" | "torch" | "triton" (see the module docstring)."""
     domains = grad_domains(grads, domains)
     device = _device(grads, domains)
+    if choose_impl(grads, domains, impl) == "triton":
+        grouped_rows = [[_rows(grads, domains, name) for name in names] for names in groups.values()]
+        return kernels.gramians_triton(grouped_rows, len(domains), device)
     grams = torch.zeros(len(groups), len(domains), len(domains), dtype=accumulation_dtype(grads, domains), device=device)
     with _ieee_fp32(device):
         for index, names in enumerate(groups.values()):
@@ -205,17 +246,33 @@ def combine(
     coeffs: torch.Tensor,
     out: Mapping[str, torch.Tensor] | None = None,
     domains: Sequence[str] | None = None,
+    impl: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """Combined gradient of every parameter: sum_i coeffs[group, i] * g_i, with `coeffs` [num_groups, D]
-    (`Weights.coeffs`). Writes into `out[name]` where given (e.g. `{n: p.grad}`; same numel, contiguous),
-    otherwise into new tensors shaped like the parameter. Returns `{name: combined}`."""
+    (`Weights.coeffs`). Writes into `out[name]` where given (e.g. `{n: p.grad}`; same numel, contiguous; for
+    StackedGrads it may be row 0 of the stacked buffer itself, `buffer[0]`, but no other part of it),
+    otherwise into new tensors shaped like the parameter. Returns `{name: combined}`.
+    `impl`: "auto" | "torch" | "triton" (see the module docstring)."""
     domains = grad_domains(grads, domains)
     if coeffs.shape != (len(groups), len(domains)):
         raise ValueError(f"coeffs has shape {tuple(coeffs.shape)}; expected [num_groups={len(groups)}, D={len(domains)}]")
     out = out or {}
     combined: dict[str, torch.Tensor] = {}
+    chosen = choose_impl(grads, domains, impl)
+    if chosen == "triton":
+        device = _device(grads, domains)
+        fp32_coeffs = coeffs.to(device=device, dtype=torch.float32).contiguous()
+        for index, names in enumerate(groups.values()):
+            for name in names:
+                stacked = grads.tensors[name]
+                rows = stacked.reshape(stacked.shape[0], -1)
+                target = _target(name, stacked, rows, out.get(name))
+                kernels.combine_triton(rows, fp32_coeffs, index, target)
+                combined[name] = target
+        return combined
     if isinstance(grads, StackedGrads):
         device_coeffs: dict[torch.dtype, torch.Tensor] = {}
+        cpu_coeffs = coeffs.tolist()
         device = _device(grads, domains)
         with _ieee_fp32(device):
             for index, names in enumerate(groups.values()):
@@ -223,8 +280,13 @@ def combine(
                     stacked = grads.tensors[name]
                     if stacked.dtype not in device_coeffs:
                         device_coeffs[stacked.dtype] = coeffs.to(device=device, dtype=stacked.dtype)
-                    row = device_coeffs[stacked.dtype][index : index + 1]
-                    combined[name] = _combine_stacked(name, row, stacked, out.get(name))
+                    rows = stacked.reshape(stacked.shape[0], -1)
+                    target = _target(name, stacked, rows, out.get(name))
+                    if rows.is_cuda or _aliases_row0(target, rows):
+                        _combine_elementwise(cpu_coeffs[index], rows, target)
+                    else:
+                        _combine_matmul(device_coeffs[stacked.dtype][index : index + 1], rows, target)
+                    combined[name] = target
         return combined
     cpu_coeffs = coeffs.tolist()
     for index, names in enumerate(groups.values()):
@@ -249,20 +311,42 @@ def _check_target(name: str, target: torch.Tensor, numel: int) -> None:
         )
 
 
-def _combine_stacked(name: str, row: torch.Tensor, stacked: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """row [1, D] @ stacked.view(D, n) -> target (one read of the D rows, one write)."""
-    rows = stacked.reshape(stacked.shape[0], -1)
+def _aliases_row0(target: torch.Tensor, rows: torch.Tensor) -> bool:
+    return target.data_ptr() == rows.data_ptr() and target.dtype == rows.dtype and rows.shape[1] > 0
+
+
+def _target(name: str, stacked: torch.Tensor, rows: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """The output tensor for one parameter: `target` checked (contiguous, right numel, not overlapping the
+    stacked buffer except as exactly its row 0), or a new tensor shaped like the parameter."""
     if target is None:
-        target = torch.empty(stacked.shape[1:], dtype=stacked.dtype, device=stacked.device)
+        return torch.empty(stacked.shape[1:], dtype=stacked.dtype, device=stacked.device)
     _check_target(name, target, rows.shape[1])
+    if rows.numel() and target.numel() and not _aliases_row0(target, rows):
+        start, end = rows.data_ptr(), rows.data_ptr() + rows.numel() * rows.element_size()
+        t_start = target.data_ptr()
+        t_end = t_start + target.numel() * target.element_size()
+        if t_start < end and start < t_end:
+            raise ValueError(
+                f"output for {name!r} overlaps its stacked gradient buffer; it may only be row 0 of it "
+                f"(out[name] = buffer[0], same dtype) or a separate tensor"
+            )
+    return target
+
+
+def _combine_matmul(row: torch.Tensor, rows: torch.Tensor, target: torch.Tensor) -> None:
+    """row [1, D] @ rows [D, n] -> target (one read of the D rows, one write; the CPU path)."""
     flat = target.view(1, -1)
     if target.dtype == rows.dtype:
         torch.mm(row, rows, out=flat)
-    elif rows.is_cuda and rows.dtype in (torch.bfloat16, torch.float16) and target.dtype == torch.float32:
-        try:
-            torch.mm(row, rows, out_dtype=torch.float32, out=flat)
-        except (RuntimeError, TypeError):
-            flat.copy_(torch.mm(row, rows))
     else:
         flat.copy_(torch.mm(row, rows))
-    return target
+
+
+def _combine_elementwise(coeffs: Sequence[float], rows: torch.Tensor, target: torch.Tensor) -> None:
+    """target = sum_i coeffs[i] * rows[i] as a scale and D - 1 in-place adds (2D passes over n elements). On
+    CUDA this runs near copy speed where cuBLAS's [1, D] x [D, n] product does not; it is also the path where
+    target is rows[0] (row 0 is scaled first, then only other rows are read)."""
+    flat = target.view(-1)
+    torch.mul(rows[0], coeffs[0], out=flat)
+    for d in range(1, rows.shape[0]):
+        flat.add_(rows[d], alpha=coeffs[d])

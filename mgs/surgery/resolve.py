@@ -35,6 +35,7 @@ def resolve(
     groups: Mapping[str, Sequence[str]] | None = None,
     out: Mapping[str, torch.Tensor] | None = None,
     on_nonfinite: str = "flag",
+    impl: str = "auto",
 ) -> tuple[dict[str, torch.Tensor], SurgeryStats]:
     """Combine per-domain gradients group by group. Returns `(combined {param_name: Tensor}, stats)`.
 
@@ -47,6 +48,7 @@ def resolve(
     domains: the domains the caller expects (a missing one is an error); default: sorted names present.
     out: `{param_name: Tensor}` to write the combined gradients into (e.g. `{n: p.grad}`).
     on_nonfinite: "flag" (default: `stats.finite` is False, non-finite groups get the plain sum) or "raise".
+    impl: "auto" (default), "torch" or "triton": how the two passes run (see mgs.surgery.gramian).
     """
     if on_nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got {on_nonfinite!r}")
@@ -56,7 +58,7 @@ def resolve(
         groups = partition(names, granularity, rules=rules, family=family)
     else:
         _check_groups(groups, names)
-    grams = local_gramians(domain_grads, groups, order)
+    grams = local_gramians(domain_grads, groups, order, impl=impl)
     if reduce is not None:
         reduced = reduce(grams)
         grams = grams if reduced is None else reduced
@@ -77,7 +79,7 @@ def resolve(
     if on_nonfinite == "raise" and not stats.finite:
         bad = [g for g, ok in zip(stats.group_names, result.finite) if not ok]
         raise FloatingPointError(f"non-finite gradients in groups {bad[:5]} (of {len(bad)}); skip this step")
-    combined = combine(domain_grads, groups, result.coeffs, out=out, domains=order)
+    combined = combine(domain_grads, groups, result.coeffs, out=out, domains=order, impl=impl)
     return combined, stats
 
 
