@@ -122,6 +122,14 @@ def step_prompts(args: argparse.Namespace, domain, total_steps: int):
     return [stream.take(args.prompts) for _ in range(total_steps)]
 
 
+def save_partial(args: argparse.Namespace, side: str, rows: list[dict[str, Any]], note: str | None) -> None:
+    """After every step: the rows so far, so a side killed by --timeout still reports its finished steps."""
+    if args.side_out:
+        Path(args.side_out).write_text(json.dumps({
+            "side": side, "model_note": note, "settings": {}, "rows": rows, "peak_mem_gb": peak_gb(args.device),
+            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", "partial": True}))
+
+
 # ------------------------------------------------------------------------------------------------------- ours
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from mgs.config import from_dict
@@ -143,7 +151,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     })
     run = Run(cfg, policy=policy)
     if args.rollout_batch:
-        run.backend.max_batch_size = args.rollout_batch
+        run.backend.max_batch_size, run.backend.auto_batch = args.rollout_batch, False
     stage = run.plan.stages[0]
     warmup = args.warmup if args.ours_warmup is None else args.ours_warmup
     rows = []
@@ -168,6 +176,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         })
         print(f"[ours] step {step}: {rows[-1]['step_s']:.2f} s (rollout {rows[-1]['rollout_s']:.2f}, train "
               f"{rows[-1]['train_s']:.2f}), {rows[-1]['completion_tokens']} tokens", flush=True)
+        save_partial(args, "ours", rows, policy.note)
     settings = {
         "trainer": "mgs.rl.trainer.Run (rollout + learn, no logging)", "strategy": args.strategy,
         "rollout_backend": type(run.backend).__name__, "kv_cache": run.backend.cache_implementation,
@@ -269,6 +278,9 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
                 })
                 print(f"[trl] step {step}: {rows[-1]['step_s']:.2f} s (generate {rows[-1]['rollout_s']:.2f}), "
                       f"{rows[-1]['completion_tokens']} tokens", flush=True)
+                for r in rows:
+                    r.setdefault("train_s", r["step_s"] - r["rollout_s"] - r["reward_s"])
+                save_partial(args, "trl", rows, policy.note)
 
         trainer.add_callback(StepTimer())
         trainer.train()
@@ -303,7 +315,7 @@ def run_side(args: argparse.Namespace) -> int:
 
 
 def summarize(result: dict[str, Any]) -> dict[str, float]:
-    timed = [r for r in result["rows"] if r["timed"]] or result["rows"]
+    timed = [r for r in result["rows"] if r["timed"]] or result["rows"][-1:]  # partial: at least the last step
     med = lambda key: statistics.median(r[key] for r in timed if r.get(key) is not None)  # noqa: E731
     step_s = med("step_s")
     tokens = sum(r["completion_tokens"] for r in timed)
@@ -332,7 +344,11 @@ def launch(args: argparse.Namespace, argv: list[str], side: str, workdir: Path) 
             proc = subprocess.run(cmd, timeout=args.timeout)
             code = proc.returncode
         except subprocess.TimeoutExpired:
-            return {"side": side, "error": f"timed out after {args.timeout} s"}
+            partial = json.loads(out.read_text()) if out.is_file() else {}
+            if partial.get("rows"):  # the steps finished before the limit still make a (marked) table row
+                partial["timed_out"] = f"timed out after {args.timeout} s with {len(partial['rows'])} steps done"
+                return partial
+            return {"side": side, "error": f"timed out after {args.timeout} s before its first step"}
         result = json.loads(out.read_text()) if out.is_file() else {"side": side, "error": f"exit code {code}"}
         if code == 3 and side == "trl" and batch % 2 == 0 and batch > args.samples:
             print(f"== trl: out of memory at per_device_train_batch_size {batch}; retrying with {batch // 2}")
@@ -380,10 +396,20 @@ def print_report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -
             print(f"{side}: FAILED: {res['error']}")
             continue
         print(f"{side} ({res['device']}): " + ", ".join(f"{k}={v}" for k, v in res["settings"].items()))
+        if res.get("timed_out"):
+            timed = sum(r["timed"] for r in res["rows"])
+            print(f"{side}: PARTIAL, {res['timed_out']} ({timed} timed; "
+                  + ("median over those)" if timed else "no timed step: its row is the last warm-up step)"))
     cols = [("step_s", "s/step", ".2f"), ("completions_per_s", "compl/s", ".1f"), ("tokens_per_s", "tok/s", ".0f"),
             ("mean_completion_tokens", "mean len", ".1f"), ("peak_mem_gb", "peak GB", ".2f"),
             ("rollout_s", "rollout", ".2f"), ("reward_s", "reward", ".2f"), ("train_s", "train", ".2f"),
             ("surgery_s", "surgery", ".3f"), ("optim_s", "optim", ".3f"), ("other_s", "other", ".2f")]
+    trl_s = (results.get("trl") or {}).get("summary", {}).get("step_s")
+    if trl_s:
+        for res in results.values():
+            if res.get("summary"):
+                res["summary"]["speedup_vs_trl"] = trl_s / res["summary"]["step_s"]
+        cols.append(("speedup_vs_trl", "vs TRL", ".2f"))
     print(f"{'side':<6}" + "".join(f"{title:>10}" for _, title, _ in cols))
     for side, res in results.items():
         s = res.get("summary")
@@ -396,10 +422,10 @@ def print_report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -
         print(f"{side:<6}" + "".join(cells))
     if "ours" in results and "trl" in results and results["ours"].get("summary") and results["trl"].get("summary"):
         ratio = results["trl"]["summary"]["step_s"] / results["ours"]["summary"]["step_s"]
-        print(f"speed-up (TRL s/step / ours s/step): {ratio:.2f}x")
+        print(f"speed-up (TRL s/step / ours s/step): {ratio:.2f}x (target >= 3x, stretch 5x)")
     print("columns: medians over the timed steps; rollout = generation, reward = scoring, train = forward+backward "
           "(TRL: everything but generation and reward), surgery / optim = ours only, other = ours' advantages, "
-          "reference log-probs and bookkeeping")
+          "reference log-probs and bookkeeping; vs TRL = TRL s/step / the side's s/step")
 
 
 if __name__ == "__main__":
