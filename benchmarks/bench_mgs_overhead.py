@@ -16,9 +16,12 @@ Variants (each on the same samples, each with its own best batching):
 Per variant: median over `--reps` synchronised updates after `--warmup` ones, the step's own split (train =
 forward+backward, surgery, optim = norm + clip + AdamW; variants run round-robin so load drift hits all
 alike), and on CUDA the peak allocated memory of an update minus
-the memory held before it. Expected extra memory of MGS: our step keeps D buffers [D, *param] in
-`--buffer-dtype` plus the combined `.grad`, so D x numel x buffer bytes more than Mixed RL (which holds one
-`.grad`); the issue's target is (D-1) gradients.
+the memory held before it. Expected extra memory of MGS: with `--buffer-dtype param` (default) each domain's
+backward accumulates into its row of the [D, *param] buffer and the combine writes row 0 in place, which becomes
+`.grad`: (D-1) gradients more than Mixed RL (which holds one `.grad`), the issue's target. With another buffer dtype
+the step copies: D buffers plus the combined `.grad`, D x numel x buffer bytes more.
+`--time-budget` stops the timed round-robin early (after the round that crosses it), so a slow device still
+prints a table (with fewer reps, said in the header).
 
   python benchmarks/bench_mgs_overhead.py --device cuda --model smollm2-135m-instruct --dtype bfloat16
   python benchmarks/bench_mgs_overhead.py --device cpu --model tiny --per-domain 4 --max-new-tokens 16 --reps 5
@@ -48,7 +51,7 @@ VARIANTS: dict[str, tuple[bool, bool, str, str]] = {
     "mgs-tensor": (True, True, "tensor", "pcgrad"),
     "mgs-global": (True, True, "global", "pcgrad"),
 }
-BUFFER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+BUFFER_DTYPES = {"param": None, "float32": torch.float32, "bfloat16": torch.bfloat16}  # param: the model's dtype
 
 
 def fixed_rollouts(vocab: int, domains: int, per_domain: int, prompt_tokens: tuple[int, int], max_new_tokens: int,
@@ -127,7 +130,7 @@ def bookkeeping_ms(params: list[torch.nn.Parameter], domains: int, buffer_dtype:
     batched = what it does now (`_sq_norms`): per-tensor norms stacked on the device, read back once (a NaN/inf
     anywhere makes its domain's squared norm non-finite, so the separate isfinite pass is not needed)."""
     device = params[0].device
-    buffers = [torch.randn((domains, *p.shape), device=device).to(buffer_dtype) for p in params]
+    buffers = [torch.randn((domains, *p.shape), device=device).to(buffer_dtype or p.dtype) for p in params]
     grads = [torch.randn_like(p) for p in params]
 
     def per_tensor():
@@ -169,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", default="60,160", help="min,max prompt length")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--micro-batch-tokens", type=int, default=None, help="default 32768 on CUDA, 4096 on CPU")
-    ap.add_argument("--buffer-dtype", default="float32", choices=sorted(BUFFER_DTYPES))
+    ap.add_argument("--buffer-dtype", default="param", choices=list(BUFFER_DTYPES),
+                    help="param = the model's dtype (in place, (D-1) extra gradients); others copy (D + 1)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {list(VARIANTS)}")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="seconds for the timed reps (all variants); stop after the round that crosses it")
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -205,15 +211,26 @@ def main(argv: list[str] | None = None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     numel = sum(p.numel() for p in params)
     grad_gb = sum(p.numel() * p.element_size() for p in params) / 1e9
-    buffer_gb = numel * torch.tensor([], dtype=BUFFER_DTYPES[args.buffer_dtype]).element_size() / 1e9
+    in_place = BUFFER_DTYPES[args.buffer_dtype] in (None, params[0].dtype)
+    buffer_gb = grad_gb if BUFFER_DTYPES[args.buffer_dtype] is None else (
+        numel * torch.tensor([], dtype=BUFFER_DTYPES[args.buffer_dtype]).element_size() / 1e9)
+    expected_extra_gb = (args.domains - 1) * grad_gb if in_place else args.domains * buffer_gb
     tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
 
     # Round-robin over the variants (rep 1 of each, rep 2 of each, ...): load drift hits all variants alike.
     variants = [Variant(name, model, samples, order, args, policy.tokenizer.pad_token_id, family)
                 for name in args.variants.split(",")]
+    t_timed = None
     for rep in range(args.warmup + args.reps):
+        if rep == args.warmup:
+            t_timed = time.perf_counter()
         for v in variants:
             v.run_once(rep, record=rep >= args.warmup)
+        if t_timed is not None and args.time_budget and time.perf_counter() - t_timed > args.time_budget:
+            print(f"time budget {args.time_budget} s reached after {rep + 1 - args.warmup} timed reps", flush=True)
+            break
+        print(f"rep {rep + 1}/{args.warmup + args.reps} done", flush=True)
+    args.reps = len(variants[0].rows)
     results = [v.result() for v in variants]
     for res in results:
         print(f"[{res['variant']}] update {res['update_s'] * 1000:.1f} ms (surgery {res['surgery_s'] * 1000:.2f} ms)")
@@ -237,9 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     book = bookkeeping_ms(params, args.domains, BUFFER_DTYPES[args.buffer_dtype], reps=5)
     print(f"norm/finite bookkeeping of one MGS step (D={args.domains}, {len(params)} tensors): per-tensor host syncs "
           f"(before ac9d36c) {book['per_tensor']:.1f} ms, batched on device (now) {book['batched']:.1f} ms")
-    print(f"expected extra memory of MGS: our D buffers = {args.domains} x {buffer_gb:.3f} GB = "
-          f"{args.domains * buffer_gb:.3f} GB; target (D-1) gradients = {args.domains - 1} x {grad_gb:.3f} GB = "
-          f"{(args.domains - 1) * grad_gb:.3f} GB (one gradient in the model dtype: {grad_gb:.3f} GB)")
+    how = ("in place: D buffers, row 0 becomes .grad" if in_place
+           else f"copy: D {args.buffer_dtype} buffers + the combined .grad")
+    print(f"expected extra memory of MGS ({how}): {expected_extra_gb:.3f} GB; target (D-1) gradients = "
+          f"{args.domains - 1} x {grad_gb:.3f} GB = {(args.domains - 1) * grad_gb:.3f} GB "
+          f"(one gradient in the model dtype: {grad_gb:.3f} GB)")
     print("peak GB = peak allocated during one update minus what was allocated before it (CUDA only); "
           "vs mixed = update time relative to Mixed RL; surgery = Gramians + weights + combine (+ per-domain norms)")
     if args.out:
@@ -247,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps({
             "settings": {k: v for k, v in vars(args).items() if k != "out"}, "device": dev_name,
             "model_note": policy.note, "numel": numel, "grad_gb": grad_gb, "buffer_gb": buffer_gb, "tokens": tokens,
-            "expected_extra_gb": args.domains * buffer_gb, "target_extra_gb": (args.domains - 1) * grad_gb,
+            "expected_extra_gb": expected_extra_gb, "in_place": in_place, "target_extra_gb": (args.domains - 1) * grad_gb,
             "bookkeeping_ms": book, "results": results}, indent=1))
     return 0
 
