@@ -7,8 +7,13 @@ Per step the trainer holds one pre-stacked buffer per parameter, [D, *param.shap
 gradient bytes (read D buffers for the Gramians; read D buffers + write one gradient for the combine) over the
 device's copy bandwidth, measured here with a large tensor copy.
 
-    python benchmarks/bench_surgery.py --device cuda --layers 28
+    python benchmarks/bench_surgery.py --device cuda --layers 28 --iters 3
     python benchmarks/bench_surgery.py --device cpu --layers 2
+
+Implementations (`--impl`, the `impl` column): torch, triton, auto (what the library picks). Default: both
+torch and triton where Triton runs on the device (CUDA), else auto. Per (D, dtype) it also prints the error of
+every implementation's Gramians and combined gradients against a float64 computation of the same buffers, and
+on CUDA with Triton a small sweep of the kernels' launch configurations on the largest tensor (`--no-sweep`).
 
 Shapes: hidden 3584, intermediate 18944, 28 query / 4 KV heads (head dim 128, q/k/v biases), vocab 152064,
 untied embedding and LM head. When the buffers of a configuration would not fit in `--max-gb` (default: 85% of
@@ -23,8 +28,8 @@ import time
 
 import torch
 
-from mgs.surgery import StackedGrads, combine, local_gramians, partition, weights
-from mgs.surgery.gramian import GRAM_CHUNK_COLUMNS
+from mgs.surgery import StackedGrads, combine, kernels, local_gramians, partition, weights
+from mgs.surgery.gramian import GRAM_CHUNK_COLUMNS, choose_impl
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 3584, 18944, 28, 4, 152064
 
@@ -116,6 +121,76 @@ def fit(layers: int, vocab: int, num_domains: int, element_bytes: int, budget_gb
     return (layers, vocab) if gb(layers, vocab) <= budget_gb else (0, 0)
 
 
+FP64_CHUNK_COLUMNS = 1 << 24
+
+
+def _fp64_gram(rows: torch.Tensor) -> torch.Tensor:
+    """rows [D, n] @ rows.T in float64, converting 16M columns at a time (no full fp64 copy)."""
+    total = torch.zeros(rows.shape[0], rows.shape[0], dtype=torch.float64, device=rows.device)
+    for part in rows.split(FP64_CHUNK_COLUMNS, dim=1):
+        wide = part.double()
+        total += wide @ wide.T
+    return total
+
+
+def check_against_fp64(stacked, shapes, out, domains, impl: str, label: str, max_combine_tensors: int = 16) -> str:
+    """Max relative error of `impl`'s module Gramians (per group, against its largest entry) and of its
+    combined gradients (first tensors + LM head, against the largest |c_i g_i| term) vs float64."""
+    groups = partition(list(shapes), "module")
+    grams = local_gramians(stacked, groups, impl=impl).double()
+    gram_err = 0.0
+    exact_grams = []
+    for index, names in enumerate(groups.values()):
+        exact = sum(_fp64_gram(stacked.tensors[n].reshape(len(domains), -1)) for n in names)
+        exact_grams.append(exact)
+        gram_err = max(gram_err, float((grams[index] - exact).abs().max() / exact.abs().max().clamp_min(1e-300)))
+    coeffs = weights(torch.stack(exact_grams), "pcgrad", seed=0, step=1).coeffs
+    combine(stacked, groups, coeffs, out=out, impl=impl)
+    group_of = {n: g for g, names in enumerate(groups.values()) for n in names}
+    names = list(dict.fromkeys(list(shapes)[:max_combine_tensors] + ["lm_head.weight"]))
+    combine_err = 0.0
+    for name in names:
+        rows = stacked.tensors[name].reshape(len(domains), -1)
+        c = coeffs[group_of[name]].to(rows.device)
+        got = out[name].reshape(-1)
+        for start in range(0, rows.shape[1], FP64_CHUNK_COLUMNS):
+            part = rows[:, start : start + FP64_CHUNK_COLUMNS].double()
+            exact = c @ part
+            scale = (c.abs()[:, None] * part.abs()).max().clamp_min(1e-300)
+            err = (got[start : start + FP64_CHUNK_COLUMNS].double() - exact).abs().max() / scale
+            combine_err = max(combine_err, float(err))
+    return f"check vs float64, impl {label}: Gramian max rel err {gram_err:.2e}, combine max rel err {combine_err:.2e}"
+
+
+def sweep_triton(stacked, out, device, grad_bytes: int) -> str:
+    """GB/s of the Triton Gramian and combine on the largest tensor for a few launch configurations."""
+    name = max(stacked.tensors, key=lambda n: stacked.tensors[n].numel())
+    rows = stacked.tensors[name].reshape(stacked.tensors[name].shape[0], -1)
+    num_domains, n = rows.shape
+    element = rows.element_size()
+    target = out[name].reshape(-1)
+    coeffs = torch.ones(1, num_domains, dtype=torch.float32, device=device)
+    lines = [f"Triton sweep on {name} [{num_domains}, {n}] {rows.dtype} (GB/s: D rows read; combine + 1 write):"]
+    for tile in (2048, 4096, 8192):
+        for per_sm in (4, 8, 16):
+            for warps in (4, 8):
+                config = kernels.LaunchConfig(gram_tile_elements=tile, gram_programs_per_sm=per_sm, gram_warps=warps)
+                try:
+                    t = statistics.median(timed(lambda: kernels.gramians_triton([[rows]], num_domains, device, config),
+                                                device, warmup=1, iters=5))
+                    lines.append(f"  gram tile {tile} programs/SM {per_sm} warps {warps}: "
+                                 f"{num_domains * n * element / t / 1e9:.0f} GB/s")
+                except Exception as error:  # a configuration the compiler rejects: report, go on
+                    lines.append(f"  gram tile {tile} programs/SM {per_sm} warps {warps}: failed ({error!r:.80})")
+    for columns in (1024, 2048, 4096, 8192):
+        for warps in (4, 8):
+            config = kernels.LaunchConfig(combine_columns=columns, combine_warps=warps)
+            t = statistics.median(timed(lambda: kernels.combine_triton(rows, coeffs, 0, target, config),
+                                        device, warmup=1, iters=5))
+            lines.append(f"  combine columns {columns} warps {warps}: {(num_domains + 1) * n * element / t / 1e9:.0f} GB/s")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -130,17 +205,27 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=None, help="memory for buffers + output (default: see above)")
     parser.add_argument("--gram-chunk", type=int, default=GRAM_CHUNK_COLUMNS,
                         help="column block of the batched Gramian (0 = one plain matmul per tensor)")
+    parser.add_argument("--impl", nargs="+", default=None, choices=["auto", "torch", "triton"],
+                        help="implementations to time (default: torch and triton where Triton runs, else auto)")
+    parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the Triton kernels' launch configurations on the largest tensor (default: on CUDA)")
+    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                        help="errors against float64 per (D, dtype)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    triton_here = device.type == "cuda" and kernels.available(device)
+    impls = args.impl or (["triton", "torch"] if triton_here else ["auto"])
+    sweep = triton_here if args.sweep is None else args.sweep
     budget_gb = args.max_gb if args.max_gb is not None else memory_budget_gb(device)
     copy_gb = min(4.0, budget_gb / 4) if device.type == "cuda" else min(1.0, budget_gb / 4)
     bandwidth = copy_bandwidth_gbs(device, copy_gb, iters=max(args.iters, 10))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; copy bandwidth {bandwidth:.1f} GB/s (read+write); "
           f"memory budget {budget_gb:.1f} GB; median of {args.iters} after {args.warmup} warm-up; "
-          f"Gramian column block {args.gram_chunk}")
-    header = ("| D | dtype | layers | vocab | params (M) | granularity | method | groups | gram ms | weights ms | combine ms "
+          f"Gramian column block {args.gram_chunk} (torch impl); Triton "
+          f"{getattr(kernels.triton, '__version__', 'not installed')}, launch config {kernels.CONFIG}")
+    header = ("| D | dtype | layers | vocab | params (M) | impl | granularity | method | groups | gram ms | weights ms | combine ms "
               "| total ms | GB/s | floor ms | x floor |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -164,34 +249,45 @@ def main() -> None:
             params = numel(shapes)
             grad_bytes = params * element_bytes
             floor_s = (2 * num_domains + 1) * grad_bytes / (bandwidth * 1e9)
-            for granularity in args.granularities:
-                groups = partition(list(shapes), granularity)
-                for method in args.methods:
-                    phases: dict[str, list[float]] = {"gram": [], "weights": [], "combine": []}
+            rows_printed = []
+            for impl in impls:
+                chosen = choose_impl(stacked, domains, impl)
+                label = impl if impl == chosen else f"{impl}:{chosen}"
+                for granularity in args.granularities:
+                    groups = partition(list(shapes), granularity)
+                    for method in args.methods:
+                        phases: dict[str, list[float]] = {"gram": [], "weights": [], "combine": []}
 
-                    def step() -> None:
-                        t0 = time.perf_counter()
-                        grams = local_gramians(stacked, groups, chunk_columns=args.gram_chunk)
-                        sync(device)
-                        t1 = time.perf_counter()
-                        result = weights(grams, method=method, seed=0, step=1)
-                        t2 = time.perf_counter()
-                        combine(stacked, groups, result.coeffs, out=out)
-                        sync(device)
-                        t3 = time.perf_counter()
-                        for key, value in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
-                            phases[key].append(value)
+                        def step() -> None:
+                            t0 = time.perf_counter()
+                            grams = local_gramians(stacked, groups, chunk_columns=args.gram_chunk, impl=chosen)
+                            sync(device)
+                            t1 = time.perf_counter()
+                            result = weights(grams, method=method, seed=0, step=1)
+                            t2 = time.perf_counter()
+                            combine(stacked, groups, result.coeffs, out=out, impl=chosen)
+                            sync(device)
+                            t3 = time.perf_counter()
+                            for key, value in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
+                                phases[key].append(value)
 
-                    totals = timed(step, device, args.warmup, args.iters)
-                    total = statistics.median(totals)
-                    ms = {k: 1e3 * statistics.median(v[args.warmup:]) for k, v in phases.items()}
-                    moved_gb = (2 * num_domains + 1) * grad_bytes / 1e9
-                    print(
-                        f"| {num_domains} | {dtype_name} | {layers} | {vocab} | {params / 1e6:.0f} | {granularity} | {method} "
-                        f"| {len(groups)} | {ms['gram']:.1f} | {ms['weights']:.1f} | {ms['combine']:.1f} "
-                        f"| {1e3 * total:.1f} | {moved_gb / total:.1f} | {1e3 * floor_s:.1f} | {total / floor_s:.2f} |",
-                        flush=True,
-                    )
+                        totals = timed(step, device, args.warmup, args.iters)
+                        total = statistics.median(totals)
+                        ms = {k: 1e3 * statistics.median(v[args.warmup:]) for k, v in phases.items()}
+                        moved_gb = (2 * num_domains + 1) * grad_bytes / 1e9
+                        print(
+                            f"| {num_domains} | {dtype_name} | {layers} | {vocab} | {params / 1e6:.0f} | {label} "
+                            f"| {granularity} | {method} | {len(groups)} | {ms['gram']:.1f} | {ms['weights']:.1f} "
+                            f"| {ms['combine']:.1f} | {1e3 * total:.1f} | {moved_gb / total:.1f} | {1e3 * floor_s:.1f} "
+                            f"| {total / floor_s:.2f} |",
+                            flush=True,
+                        )
+                if args.check:
+                    rows_printed.append(check_against_fp64(stacked, shapes, out, domains, chosen, label))
+            for line in rows_printed:
+                print(line, flush=True)
+            if sweep and num_domains == args.domains[0]:
+                print(sweep_triton(stacked, out, device, grad_bytes), flush=True)
             del stacked, out
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -17,6 +17,7 @@ torch path. Setting TRITON_INTERPRET=1 before import runs these kernels on CPU t
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -29,13 +30,27 @@ except ImportError:  # pragma: no cover - depends on the install
     tl = None
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Columns per tile (per row); the Gramian accumulator is [DP, DP, GRAM_BLOCK] fp32 per program.
-GRAM_BLOCK = 1024
-COMBINE_BLOCK = 2048
-# Gramian programs per tensor: at most this many per streaming multiprocessor (each walks several tiles).
-GRAM_PROGRAMS_PER_SM = 4
 _SEGMENT_ROWS = 64
 MAX_DOMAINS = 16
+
+
+@dataclass
+class LaunchConfig:
+    """Tile sizes and parallelism of the kernels (not tuned on hardware yet: bench_surgery.py sweeps them).
+
+    gram_tile_elements: DP x columns per Gramian tile, so the fp32 accumulator [DP, DP, columns] holds
+    DP x gram_tile_elements values per program (2 x 4096 / 256 threads = 32 registers per thread at D = 2).
+    gram_programs_per_sm: Gramian programs per tensor per streaming multiprocessor (each walks many tiles).
+    combine_columns: columns per combine program (one tile each)."""
+
+    gram_tile_elements: int = 4096
+    gram_programs_per_sm: int = 8
+    gram_warps: int = 8
+    combine_columns: int = 2048
+    combine_warps: int = 8
+
+
+CONFIG = LaunchConfig()
 
 
 def interpreted() -> bool:
@@ -56,10 +71,10 @@ def _padded(num_domains: int) -> int:
     return max(2, triton.next_power_of_2(num_domains))
 
 
-def _max_programs(device: torch.device) -> int:
+def _max_programs(device: torch.device, per_sm: int) -> int:
     if device.type != "cuda":
         return 8
-    return GRAM_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+    return per_sm * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 if triton is not None:
@@ -110,12 +125,16 @@ if triton is not None:
         tl.store(out_ptr + cols, y.to(out_ptr.dtype.element_ty), mask=cols < n)
 
 
-def gramians_triton(grouped_rows: Sequence[Sequence[torch.Tensor]], num_domains: int, device: torch.device) -> torch.Tensor:
+def gramians_triton(
+    grouped_rows: Sequence[Sequence[torch.Tensor]], num_domains: int, device: torch.device, config: LaunchConfig | None = None
+) -> torch.Tensor:
     """Gramians [num_groups, D, D] fp32 of groups of [D, n] row views (each passing `supports`)."""
     if triton is None:
         raise RuntimeError("Triton is not installed: use impl='torch' (or install a CUDA build of torch)")
+    config = config or CONFIG
     dp = _padded(num_domains)
-    cap = _max_programs(device)
+    block = max(16, config.gram_tile_elements // dp)
+    cap = _max_programs(device, config.gram_programs_per_sm)
     plan: list[tuple[torch.Tensor, int]] = []
     bounds = [0]
     total = 0
@@ -124,32 +143,37 @@ def gramians_triton(grouped_rows: Sequence[Sequence[torch.Tensor]], num_domains:
             n = rows.shape[1]
             if n == 0:
                 continue
-            programs = min(triton.cdiv(n, GRAM_BLOCK), cap)
+            programs = min(triton.cdiv(n, block), cap)
             plan.append((rows, programs))
             total += programs
         bounds.append(total)
+    bounds_t = torch.tensor(bounds, dtype=torch.int32, device=device)  # before the kernels: a blocking copy
     partial = torch.empty(max(bounds[-1], 1), dp, dp, dtype=torch.float32, device=device)
     offset = 0
     for rows, programs in plan:
+        tiles = triton.cdiv(triton.cdiv(rows.shape[1], block), programs)
         _gram_partial_kernel[(programs,)](
-            rows, partial, offset, rows.shape[1], rows.stride(0), programs,
-            triton.cdiv(triton.cdiv(rows.shape[1], GRAM_BLOCK), programs), D=num_domains, DP=dp, BLOCK=GRAM_BLOCK
+            rows, partial, offset, rows.shape[1], rows.stride(0), programs, tiles,
+            D=num_domains, DP=dp, BLOCK=block, num_warps=config.gram_warps,
         )
         offset += programs
-    bounds_t = torch.tensor(bounds, dtype=torch.int32, device=device)
     out = torch.empty(len(grouped_rows), dp, dp, dtype=torch.float32, device=device)
     if len(grouped_rows):
         _segment_sum_kernel[(len(grouped_rows),)](partial, bounds_t, out, DD=dp * dp, ROWS=_SEGMENT_ROWS)
     return out[:, :num_domains, :num_domains]
 
 
-def combine_triton(rows: torch.Tensor, coeffs: torch.Tensor, group: int, target: torch.Tensor) -> None:
+def combine_triton(
+    rows: torch.Tensor, coeffs: torch.Tensor, group: int, target: torch.Tensor, config: LaunchConfig | None = None
+) -> None:
     """target (n elements, contiguous, may be rows[0]) = coeffs[group] @ rows [D, n], with `coeffs`
     [num_groups, D] contiguous fp32 on rows' device."""
     num_domains, n = rows.shape
     if n == 0:
         return
-    grid = (triton.cdiv(n, COMBINE_BLOCK),)
+    config = config or CONFIG
+    grid = (triton.cdiv(n, config.combine_columns),)
     _combine_kernel[grid](
-        rows, coeffs, group, target, n, rows.stride(0), D=num_domains, DP=_padded(num_domains), BLOCK=COMBINE_BLOCK
+        rows, coeffs, group, target, n, rows.stride(0), D=num_domains, DP=_padded(num_domains),
+        BLOCK=config.combine_columns, num_warps=config.combine_warps,
     )

@@ -118,3 +118,19 @@ def test_triton_matches_torch_and_float64(dtype, num_domains):
             torch.testing.assert_close(in_place[name], out[name], atol=0, rtol=0)
     combined, stats = resolve(stacked, impl="triton")
     assert stats.finite and all(t.dtype == dtype for t in combined.values())
+
+
+@needs_triton
+@pytest.mark.parametrize("num_domains", [2, 3])
+def test_triton_gramian_of_long_and_empty_tensors(num_domains):
+    """Many column tiles per program (the strided walk), a ragged last tile, an empty tensor, an empty group."""
+    gen = torch.Generator().manual_seed(40 + num_domains)
+    long_rows = torch.randn(num_domains, 70_001, generator=gen).to(TRITON_DEVICE)
+    short_rows = torch.randn(num_domains, 3, generator=gen).to(TRITON_DEVICE)
+    empty_rows = torch.empty(num_domains, 0, device=TRITON_DEVICE)
+    config = kernels.LaunchConfig(gram_tile_elements=256, gram_programs_per_sm=1)
+    grams = kernels.gramians_triton([[long_rows, empty_rows], [], [short_rows]], num_domains, long_rows.device, config)
+    exact = [long_rows.double() @ long_rows.double().T, torch.zeros(num_domains, num_domains, dtype=torch.float64,
+             device=TRITON_DEVICE), short_rows.double() @ short_rows.double().T]
+    for got, want in zip(grams, exact):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * float(exact[0].abs().max()))
