@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per side before it is killed")
+    ap.add_argument("--total-timeout", type=float, default=None,
+                    help="seconds for all sides together: a later side gets at most what is left")
     ap.add_argument("--out", default=None, help="JSON file for the raw numbers")
     ap.add_argument("--side", default=None, choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side
     ap.add_argument("--side-out", default=None, help=argparse.SUPPRESS)
@@ -331,8 +333,10 @@ def summarize(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def launch(args: argparse.Namespace, argv: list[str], side: str, workdir: Path) -> dict[str, Any]:
-    """Run one side in a subprocess (TRL: retry with half the batch on out-of-memory)."""
+def launch(args: argparse.Namespace, argv: list[str], side: str, workdir: Path, deadline: float | None = None
+           ) -> dict[str, Any]:
+    """Run one side in a subprocess (TRL: retry with half the batch on out-of-memory) until `args.timeout` or the
+    `deadline` (time.monotonic()), whichever comes first."""
     batch = args.trl_batch or ((128 if args.device.startswith("cuda") else args.prompts * args.samples))
     while True:
         out = workdir / f"{side}.json"
@@ -340,15 +344,19 @@ def launch(args: argparse.Namespace, argv: list[str], side: str, workdir: Path) 
         if side == "trl":
             cmd += ["--trl-batch", str(batch)]
         print(f"== {side}: {' '.join(cmd[1:])}", flush=True)
+        limits = [t for t in (args.timeout, None if deadline is None else deadline - time.monotonic()) if t]
+        limit = min(limits) if limits else None
+        if limit is not None and limit <= 5:
+            return {"side": side, "error": "no time left (--total-timeout)"}
         try:
-            proc = subprocess.run(cmd, timeout=args.timeout)
+            proc = subprocess.run(cmd, timeout=limit)
             code = proc.returncode
         except subprocess.TimeoutExpired:
             partial = json.loads(out.read_text()) if out.is_file() else {}
             if partial.get("rows"):  # the steps finished before the limit still make a (marked) table row
-                partial["timed_out"] = f"timed out after {args.timeout} s with {len(partial['rows'])} steps done"
+                partial["timed_out"] = f"timed out after {limit:.0f} s with {len(partial['rows'])} steps done"
                 return partial
-            return {"side": side, "error": f"timed out after {args.timeout} s before its first step"}
+            return {"side": side, "error": f"timed out after {limit:.0f} s before its first step"}
         result = json.loads(out.read_text()) if out.is_file() else {"side": side, "error": f"exit code {code}"}
         if code == 3 and side == "trl" and batch % 2 == 0 and batch > args.samples:
             print(f"== trl: out of memory at per_device_train_batch_size {batch}; retrying with {batch // 2}")
@@ -372,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"TRL side skipped: `import trl` fails ({e}); pip install trl==1.16.0 (the `bench` extra)")
             sides.remove("trl")
     results: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + args.total_timeout if args.total_timeout else None
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
-            results[side] = launch(args, argv, side, Path(tmp))  # a repeated --trl-batch: the last one wins
+            results[side] = launch(args, argv, side, Path(tmp), deadline)  # a repeated --trl-batch: the last one wins
     for side, res in results.items():
         if "error" not in res:
             res["summary"] = summarize(res)
