@@ -38,7 +38,7 @@ class ChatDomain:
     def __init__(self, name: str = "chat", source: str = "builtin", path: str | None = None,
                  source_params: dict[str, Any] | None = None, reward: str | RewardModel = "similarity-proxy",
                  reward_params: dict[str, Any] | None = None, test_fraction: float = 0.2,
-                 skip_missing_references: bool = False) -> None:
+                 skip_missing_references: bool = False, min_score: float | None = None) -> None:
         test_fraction = float(test_fraction)
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"chat: test_fraction must be in (0, 1), got {test_fraction}")
@@ -50,6 +50,10 @@ class ChatDomain:
         self.test_fraction = float(test_fraction)
         self.skip_missing_references = as_bool(skip_missing_references)
         self._reference_scores: dict[str, float | None] = {}
+        # What a malformed thinking template scores (mgs.domains.template): the reward's floor. Reward models are
+        # unbounded, so they have none unless configured; 0.0 would then be an arbitrary, possibly generous penalty.
+        floor = min_score if min_score is not None else getattr(self.reward, "min_score", None)
+        self.min_score = float(floor) if floor is not None else 0.0
 
     # -- data -------------------------------------------------------------------------------------------------
     def _records(self, split: str) -> list[ChatRecord]:

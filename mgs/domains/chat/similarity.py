@@ -109,6 +109,7 @@ class SimilarityProxy:
 
     proxy = True
     needs_reference = True
+    min_score = EMPTY_SCORE  # the bottom of the range: what a malformed thinking template scores (template.py)
 
     def __init__(self, model_dir: str | None = None, device: str | None = None, batch_size: int = 64,
                  copy_weight: float = 1.0, repetition_weight: float = 1.0, chunk_tokens: int | None = None,
