@@ -271,7 +271,12 @@ def main() -> None:
                             for key, value in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
                                 phases[key].append(value)
 
-                        totals = timed(step, device, args.warmup, args.iters)
+                        try:
+                            totals = timed(step, device, args.warmup, args.iters)
+                        except Exception as error:  # e.g. a Triton kernel that does not compile: report, go on
+                            print(f"| {num_domains} | {dtype_name} | {layers} | {vocab} | {params / 1e6:.0f} | {label} "
+                                  f"| {granularity} | {method} | {len(groups)} | failed: {error!r:.300} |", flush=True)
+                            continue
                         total = statistics.median(totals)
                         ms = {k: 1e3 * statistics.median(v[args.warmup:]) for k, v in phases.items()}
                         moved_gb = (2 * num_domains + 1) * grad_bytes / 1e9
@@ -283,11 +288,17 @@ def main() -> None:
                             flush=True,
                         )
                 if args.check:
-                    rows_printed.append(check_against_fp64(stacked, shapes, out, domains, chosen, label))
+                    try:
+                        rows_printed.append(check_against_fp64(stacked, shapes, out, domains, chosen, label))
+                    except Exception as error:
+                        rows_printed.append(f"check vs float64, impl {label}: failed ({error!r:.300})")
             for line in rows_printed:
                 print(line, flush=True)
             if sweep and num_domains == args.domains[0]:
-                print(sweep_triton(stacked, out, device, grad_bytes), flush=True)
+                try:
+                    print(sweep_triton(stacked, out, device, grad_bytes), flush=True)
+                except Exception as error:
+                    print(f"Triton sweep failed: {error!r:.300}", flush=True)
             del stacked, out
             if device.type == "cuda":
                 torch.cuda.empty_cache()

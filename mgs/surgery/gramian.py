@@ -19,6 +19,7 @@ takes triton where it applies, else torch.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence, Union
@@ -188,6 +189,13 @@ def _device(grads: Grads, domains: Sequence[str]) -> torch.device:
 
 
 IMPLS = ("auto", "torch", "triton")
+_triton_broken = False  # set when a Triton kernel failed under impl="auto": auto uses torch from then on
+
+
+def _disable_triton(error: Exception) -> None:
+    global _triton_broken
+    _triton_broken = True
+    warnings.warn(f"mgs.surgery: Triton kernels failed ({error!r}); impl='auto' uses the torch path from now on")
 
 
 def choose_impl(grads: Grads, domains: Sequence[str], impl: str = "auto") -> str:
@@ -202,7 +210,8 @@ def choose_impl(grads: Grads, domains: Sequence[str], impl: str = "auto") -> str
         kernels.supports(t.reshape(t.shape[0], -1)) for t in grads.tensors.values()
     )
     if impl == "auto":
-        return "triton" if fits and device.type == "cuda" and kernels.available(device) else "torch"
+        usable = fits and kernels.preferred(device) and not _triton_broken
+        return "triton" if usable else "torch"
     if not kernels.available(device):
         raise RuntimeError(
             f"impl='triton' needs Triton and a CUDA device (gradients are on {device}; Triton "
@@ -231,7 +240,12 @@ def local_gramians(
     device = _device(grads, domains)
     if choose_impl(grads, domains, impl) == "triton":
         grouped_rows = [[_rows(grads, domains, name) for name in names] for names in groups.values()]
-        return kernels.gramians_triton(grouped_rows, len(domains), device)
+        try:
+            return kernels.gramians_triton(grouped_rows, len(domains), device)
+        except Exception as error:  # a kernel that fails to compile here: auto falls back, triton raises
+            if impl != "auto":
+                raise
+            _disable_triton(error)
     grams = torch.zeros(len(groups), len(domains), len(domains), dtype=accumulation_dtype(grads, domains), device=device)
     with _ieee_fp32(device):
         for index, names in enumerate(groups.values()):
@@ -262,12 +276,22 @@ def combine(
     if chosen == "triton":
         device = _device(grads, domains)
         fp32_coeffs = coeffs.to(device=device, dtype=torch.float32).contiguous()
+        cpu_coeffs = coeffs.tolist()
         for index, names in enumerate(groups.values()):
             for name in names:
                 stacked = grads.tensors[name]
                 rows = stacked.reshape(stacked.shape[0], -1)
                 target = _target(name, stacked, rows, out.get(name))
-                kernels.combine_triton(rows, fp32_coeffs, index, target)
+                if impl != "auto" or not _triton_broken:
+                    try:
+                        kernels.combine_triton(rows, fp32_coeffs, index, target)
+                        combined[name] = target
+                        continue
+                    except Exception as error:  # nothing written yet for this tensor: finish with torch
+                        if impl != "auto":
+                            raise
+                        _disable_triton(error)
+                _combine_elementwise(cpu_coeffs[index], rows, target)
                 combined[name] = target
         return combined
     if isinstance(grads, StackedGrads):

@@ -62,6 +62,11 @@ def available(device: torch.device) -> bool:
     return triton is not None and (device.type == "cuda" or interpreted())
 
 
+def preferred(device: torch.device) -> bool:
+    """True where impl="auto" takes these kernels: CUDA with Triton (never the slow interpreter)."""
+    return triton is not None and device.type == "cuda"
+
+
 def supports(rows: torch.Tensor) -> bool:
     """A [D, n] view the kernels can read: a supported dtype, unit column stride, D <= MAX_DOMAINS."""
     return rows.dtype in DTYPES and (rows.shape[1] <= 1 or rows.stride(1) == 1) and rows.shape[0] <= MAX_DOMAINS

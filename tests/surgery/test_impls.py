@@ -134,3 +134,36 @@ def test_triton_gramian_of_long_and_empty_tensors(num_domains):
              device=TRITON_DEVICE), short_rows.double() @ short_rows.double().T]
     for got, want in zip(grams, exact):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * float(exact[0].abs().max()))
+
+
+def test_auto_falls_back_to_torch_when_a_kernel_fails(monkeypatch):
+    """A Triton kernel that fails (e.g. does not compile on this GPU) under impl="auto": a warning, then the
+    torch path, with results equal to impl="torch"; impl="triton" raises instead."""
+    from mgs.surgery import gramian
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel today")
+
+    _, domains, stacked = _stacked(3, torch.float32, seed=50)
+    groups = partition(list(stacked.tensors), "module")
+    expected_grams = local_gramians(stacked, groups, impl="torch")
+    coeffs = weights(expected_grams, "pcgrad").coeffs
+    expected = combine(stacked, groups, coeffs, impl="torch")
+    monkeypatch.setattr(gramian, "_triton_broken", False)
+    monkeypatch.setattr(kernels, "preferred", lambda device: True)
+    monkeypatch.setattr(kernels, "available", lambda device: True)
+    monkeypatch.setattr(kernels, "gramians_triton", broken)
+    monkeypatch.setattr(kernels, "combine_triton", broken)
+    assert choose_impl(stacked, domains, "auto") == "triton"
+    with pytest.raises(RuntimeError, match="no kernel today"):
+        local_gramians(stacked, groups, impl="triton")
+    with pytest.warns(UserWarning, match="torch path"):
+        grams = local_gramians(stacked, groups, impl="auto")
+    torch.testing.assert_close(grams, expected_grams, rtol=0, atol=0)
+    assert choose_impl(stacked, domains, "auto") == "torch"
+    monkeypatch.setattr(gramian, "_triton_broken", False)
+    with pytest.warns(UserWarning, match="torch path"):
+        combined = combine(stacked, groups, coeffs, impl="auto")
+    bound = _term_bound(stacked, groups, coeffs)
+    for name in expected:  # the fallback is the elementwise combine, the CPU default a matmul: same up to rounding
+        _assert_within(combined[name], expected[name], bound[name], torch.finfo(torch.float32).eps * 3)
