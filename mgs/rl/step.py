@@ -389,19 +389,19 @@ def _combine_in_place(buffers: dict[str, torch.Tensor], domains: Sequence[str], 
         step=step, numels=[sum(buffers[n][0].numel() for n in members) for members in groups.values()],
         unmatched=list(getattr(groups, "unmatched", [])), family=getattr(groups, "family", None),
     )
-    coeffs = result.coeffs.tolist()  # [num_groups, D] float64 on the CPU
+    first = result.coeffs[:, 0].tolist()  # c_0 per group (addmm_'s beta is a Python number)
+    on_device: dict[tuple, torch.Tensor] = {}  # the other coefficients [num_groups, D-1], one copy per dtype/device
     with _ieee_fp32_matmul():
         for index, members in enumerate(groups.values()):
-            c = coeffs[index]
-            rest = None
             for name in members:
                 rows = buffers[name].reshape(len(domains), -1)
                 if len(domains) == 1:
-                    rows[0].mul_(c[0])
+                    rows[0].mul_(first[index])
                     continue
-                if rest is None or rest.dtype != rows.dtype:
-                    rest = torch.tensor([c[1:]], dtype=rows.dtype, device=rows.device)  # [1, D-1]
-                rows[:1].addmm_(rest, rows[1:], beta=c[0])
+                key = (rows.dtype, rows.device)
+                if key not in on_device:
+                    on_device[key] = result.coeffs[:, 1:].to(device=rows.device, dtype=rows.dtype)
+                rows[:1].addmm_(on_device[key][index : index + 1], rows[1:], beta=first[index])
     return stats
 
 
