@@ -172,16 +172,16 @@ def sweep_triton(stacked, out, device, grad_bytes: int) -> str:
     coeffs = torch.ones(1, num_domains, dtype=torch.float32, device=device)
     lines = [f"Triton sweep on {name} [{num_domains}, {n}] {rows.dtype} (GB/s: D rows read; combine + 1 write):"]
     for tile in (2048, 4096, 8192):
-        for per_sm in (4, 8, 16):
+        for per_program in (4, 16, 64):
             for warps in (4, 8):
-                config = kernels.LaunchConfig(gram_tile_elements=tile, gram_programs_per_sm=per_sm, gram_warps=warps)
+                config = kernels.LaunchConfig(gram_tile_elements=tile, gram_tiles_per_program=per_program, gram_warps=warps)
                 try:
                     t = statistics.median(timed(lambda: kernels.gramians_triton([[rows]], num_domains, device, config),
                                                 device, warmup=1, iters=5))
-                    lines.append(f"  gram tile {tile} programs/SM {per_sm} warps {warps}: "
+                    lines.append(f"  gram tile {tile} tiles/program {per_program} warps {warps}: "
                                  f"{num_domains * n * element / t / 1e9:.0f} GB/s")
                 except Exception as error:  # a configuration the compiler rejects: report, go on
-                    lines.append(f"  gram tile {tile} programs/SM {per_sm} warps {warps}: failed ({error!r:.80})")
+                    lines.append(f"  gram tile {tile} tiles/program {per_program} warps {warps}: failed ({error!r:.80})")
     for columns in (1024, 2048, 4096, 8192):
         for warps in (4, 8):
             config = kernels.LaunchConfig(combine_columns=columns, combine_warps=warps)

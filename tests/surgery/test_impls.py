@@ -128,7 +128,7 @@ def test_triton_gramian_of_long_and_empty_tensors(num_domains):
     long_rows = torch.randn(num_domains, 70_001, generator=gen).to(TRITON_DEVICE)
     short_rows = torch.randn(num_domains, 3, generator=gen).to(TRITON_DEVICE)
     empty_rows = torch.empty(num_domains, 0, device=TRITON_DEVICE)
-    config = kernels.LaunchConfig(gram_tile_elements=256, gram_programs_per_sm=1)
+    config = kernels.LaunchConfig(gram_tile_elements=256, gram_tiles_per_program=50)
     grams = kernels.gramians_triton([[long_rows, empty_rows], [], [short_rows]], num_domains, long_rows.device, config)
     exact = [long_rows.double() @ long_rows.double().T, torch.zeros(num_domains, num_domains, dtype=torch.float64,
              device=TRITON_DEVICE), short_rows.double() @ short_rows.double().T]
