@@ -14,7 +14,7 @@ Variants (each on the same samples, each with its own best batching):
 - mgs-module / mgs-tensor / mgs-global: per-domain gradients + PCGrad per transformer module / per parameter
   tensor / on the whole model (global PCGrad).
 Per variant: median over `--reps` synchronised updates after `--warmup` ones, the step's own split (train =
-forward+backward, surgery, optim = norm + clip + AdamW; variants run round-robin so load drift hits all
+forward+backward, surgery, optim = norm + clip + AdamW (fused on CUDA); variants run round-robin so drift hits all
 alike), and on CUDA the peak allocated memory of an update minus
 the memory held before it. Expected extra memory of MGS: with `--buffer-dtype param` (default) each domain's
 backward accumulates into its row of the [D, *param] buffer and the combine writes row 0 in place, which becomes
@@ -91,7 +91,7 @@ class Variant:
         self.settings = StepSettings(per_domain=per_domain, surgery=surgery, granularity=granularity, method=method,
                                      buffer_dtype=BUFFER_DTYPES[args.buffer_dtype], family=family, seed=args.seed)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                                           weight_decay=0.0)
+                                           weight_decay=0.0, fused=True if self.device.type == "cuda" else None)
         self.rows: list[dict[str, float]] = []
         self.peak_extra: float | None = None
 
