@@ -5,9 +5,10 @@ micro-batches run grouped by domain in a fixed order, and domain d's backward ac
 buffer `[D, *shape]` (`param.grad` IS a view of that row when the buffer has the parameter's dtype; otherwise the
 gradient is copied there after the domain's last micro-batch). Every micro-batch's loss is divided by the step's
 GLOBAL completion-token count (token mean over the whole batch, all domains), so the domain gradients add up to the
-Mixed-RL gradient of the same batch. Then surgery (mgs.surgery: Gramians -> weights) or the plain sum is combined in
-place into row 0, which becomes `.grad` (MGS holds D gradients where Mixed RL holds one: the (D-1)-buffer memory
-target; the copy path writes a separate `.grad`), the grad norm is clipped (after surgery) and the optimizer steps.
+Mixed-RL gradient of the same batch. Then surgery (mgs.surgery.resolve) or the plain sum is combined in place into
+row 0 (resolve's `out` may be row 0 of the stacked buffer), which becomes `.grad`: MGS holds D gradients where Mixed
+RL holds one, the (D-1)-buffer memory target (the copy path writes a separate `.grad`). Then the grad norm is
+clipped (after surgery) and the optimizer steps.
 
 The (domain, micro-batch) schedule and the loss denominator are explicit values (`Schedule`) computed before any
 forward pass, so a distributed caller can build a domain-synchronous schedule (same domain on every rank at the same
@@ -306,8 +307,9 @@ def update(
         finite = finite and all(math.isfinite(float(x)) for x in sq)  # NaN/inf in a buffer -> its sum
         if keep_domain_grads:
             kept = {dom: {n: buffers[n][d].float().cpu().clone() for n, _ in params} for d, dom in enumerate(domains)}
-        if finite and domains and in_place:
-            stats = _combine_in_place(buffers, domains, settings, step, surgery_reduce)
+        if finite and domains and in_place:  # mgs.surgery's combine may write row 0 of the stacked buffer
+            _, stats = _combine(buffers, domains, settings, step, surgery_reduce,
+                                {name: buffers[name][0] for name, _ in params})
             for name, p in params:
                 p.grad = buffers[name][0]
             finite = bool(stats.finite)
@@ -365,53 +367,3 @@ def _combine(buffers: dict[str, torch.Tensor], domains: Sequence[str], settings:
                    seed=settings.seed, step=step, reduce=surgery_reduce, family=settings.family,
                    domains=list(domains), out=out)
 
-
-def _combine_in_place(buffers: dict[str, torch.Tensor], domains: Sequence[str], settings: StepSettings, step: int,
-                      surgery_reduce):
-    """`_combine` without an output tensor: the same Gramians -> weights (mgs.surgery's public steps), then each
-    buffer's row 0 becomes the combined gradient, `row0 = c_0 * row0 + sum_{i>0} c_i * row_i` (one in-place
-    `addmm_`; rows 1.. are only read, and each output element depends only on the same element of every row).
-    Returns the surgery stats (as `resolve` would)."""
-    from mgs.surgery import StackedGrads, SurgeryStats, local_gramians, partition, weights
-
-    method = settings.method if settings.surgery else "sum"
-    stacked = StackedGrads(list(domains), buffers)
-    names = list(buffers)
-    groups = partition(names, settings.granularity, family=settings.family)
-    grams = local_gramians(stacked, groups, list(domains))
-    if surgery_reduce is not None:
-        reduced = surgery_reduce(grams)
-        grams = grams if reduced is None else reduced
-    result = weights(grams, method=method, seed=settings.seed, step=step)
-    stats = SurgeryStats(
-        domains=list(domains), group_names=list(groups), gramians=grams.detach().to("cpu", torch.float64),
-        weights=result, method=method, granularity=getattr(groups, "granularity", "custom"), seed=settings.seed,
-        step=step, numels=[sum(buffers[n][0].numel() for n in members) for members in groups.values()],
-        unmatched=list(getattr(groups, "unmatched", [])), family=getattr(groups, "family", None),
-    )
-    first = result.coeffs[:, 0].tolist()  # c_0 per group (addmm_'s beta is a Python number)
-    on_device: dict[tuple, torch.Tensor] = {}  # the other coefficients [num_groups, D-1], one copy per dtype/device
-    with _ieee_fp32_matmul():
-        for index, members in enumerate(groups.values()):
-            for name in members:
-                rows = buffers[name].reshape(len(domains), -1)
-                if len(domains) == 1:
-                    rows[0].mul_(first[index])
-                    continue
-                key = (rows.dtype, rows.device)
-                if key not in on_device:
-                    on_device[key] = result.coeffs[:, 1:].to(device=rows.device, dtype=rows.dtype)
-                rows[:1].addmm_(on_device[key][index : index + 1], rows[1:], beta=first[index])
-    return stats
-
-
-@contextlib.contextmanager
-def _ieee_fp32_matmul():
-    """fp32 matmuls at full precision on CUDA while combining (TF32 would round the gradients to 10 bits)."""
-    matmul = torch.backends.cuda.matmul
-    previous = matmul.fp32_precision
-    matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        matmul.fp32_precision = previous
