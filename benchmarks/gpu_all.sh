@@ -6,8 +6,8 @@
 #                         time still reports the steps it finished (marked PARTIAL)
 #   2. bench_mgs_overhead MGS (sum/module/tensor/global) vs Mixed RL update, SmolLM2 bf16, 3 domains x 32 samples,
 #                         128 new tokens, 10 reps (fewer if its time budget runs out)
-#   3. rollout_static     our generate backend, compiled static cache, 64 x 8 x 256 (first call = compile)
-#   4. surgery            surgery alone on Qwen2.5-7B-shaped gradients (28 layers, as many as fit), 3 iterations
+#   3. surgery            surgery alone on Qwen2.5-7B-shaped gradients (28 layers, as many as fit), 3 iterations
+#   4. rollout_static     our generate backend, compiled static cache, 64 x 8 x 256 (first call = compile)
 #   5. rollout_dynamic    the same rollout with the dynamic cache, one run (the uncompiled reference)
 # Each part has its own time limit, capped so that the parts after it keep their minimum (RESERVE) before the
 # overall deadline, and its own log ($OUT/<part>.log, JSON next to it); a failing part is reported and the others
@@ -57,20 +57,20 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # The GGUF -> safetensors conversion (~20 s, once per machine) before anything is timed.
 part prepare "$(cap 90 400)" "$PY" -c "from mgs.rl.model import cached_alias_dir; print(cached_alias_dir('smollm2-135m-instruct'))"
 
-# minimum seconds kept for the parts after rl_step: mgs_overhead 45, rollout_static 75, surgery 45, dynamic 30
-RL_LIMIT=$(cap 420 195)
+# minimum seconds kept for the parts after rl_step: mgs_overhead 45, surgery 60, rollout_static 75, dynamic 25
+RL_LIMIT=$(cap 420 205)
 part rl_step "$RL_LIMIT" "$PY" benchmarks/bench_rl_step.py --device cuda --model smollm2-135m-instruct \
   --dtype bfloat16 "${DATA_ARG[@]}" --prompts 64 --samples 8 --max-new-tokens 256 --temperature 0.7 --kl 0 \
   --steps 4 --warmup 1 --timeout 200 --total-timeout $((RL_LIMIT - 15)) --out "$OUT/rl_step.json"
 
-part mgs_overhead "$(cap 60 150)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
+part mgs_overhead "$(cap 60 160)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
   --model smollm2-135m-instruct --dtype bfloat16 --domains 3 --per-domain 32 --max-new-tokens 128 --reps 10 \
   --warmup 2 --time-budget 20 --out "$OUT/mgs_overhead.json"
 
-part rollout_static "$(cap 100 75)" "$PY" benchmarks/bench_rollout.py --device cuda --model smollm2-135m-instruct \
-  --dtype bfloat16 --prompts 64 --samples 8 --max-new-tokens 256 --modes static-compiled --runs 2 --warmup 1
+part surgery "$(cap 100 100)" "$PY" benchmarks/bench_surgery.py --device cuda --layers 28 --iters 3 --warmup 1
 
-part surgery "$(cap 70 30)" "$PY" benchmarks/bench_surgery.py --device cuda --layers 28 --iters 3 --warmup 1
+part rollout_static "$(cap 100 25)" "$PY" benchmarks/bench_rollout.py --device cuda --model smollm2-135m-instruct \
+  --dtype bfloat16 --prompts 64 --samples 8 --max-new-tokens 256 --modes static-compiled --runs 2 --warmup 1
 
 part rollout_dynamic "$(cap 60 0)" "$PY" benchmarks/bench_rollout.py --device cuda --model smollm2-135m-instruct \
   --dtype bfloat16 --prompts 64 --samples 8 --max-new-tokens 256 --modes dynamic --runs 1 --warmup 0
