@@ -211,7 +211,11 @@ def main() -> None:
                         help="time the Triton kernels' launch configurations on the largest tensor (default: on CUDA)")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                         help="errors against float64 per (D, dtype)")
+    parser.add_argument("--batch-below", type=int, default=None,
+                        help="Triton: tensors with fewer columns share one table launch (default: kernels.CONFIG)")
     args = parser.parse_args()
+    if args.batch_below is not None:
+        kernels.CONFIG.batch_below = args.batch_below
 
     device = torch.device(args.device)
     triton_here = device.type == "cuda" and kernels.available(device)

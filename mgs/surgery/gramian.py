@@ -276,23 +276,26 @@ def combine(
     if chosen == "triton":
         device = _device(grads, domains)
         fp32_coeffs = coeffs.to(device=device, dtype=torch.float32).contiguous()
-        cpu_coeffs = coeffs.tolist()
+        jobs = []
         for index, names in enumerate(groups.values()):
             for name in names:
                 stacked = grads.tensors[name]
                 rows = stacked.reshape(stacked.shape[0], -1)
-                target = _target(name, stacked, rows, out.get(name))
-                if impl != "auto" or not _triton_broken:
-                    try:
-                        kernels.combine_triton(rows, fp32_coeffs, index, target)
-                        combined[name] = target
-                        continue
-                    except Exception as error:  # nothing written yet for this tensor: finish with torch
-                        if impl != "auto":
-                            raise
-                        _disable_triton(error)
+                combined[name] = _target(name, stacked, rows, out.get(name))
+                jobs.append((rows, index, combined[name]))
+        done = [False] * len(jobs)
+        if impl != "auto" or not _triton_broken:
+            try:
+                kernels.combine_many_triton(jobs, fp32_coeffs, done=done)
+                return combined
+            except Exception as error:  # a launch that fails (compilation) raises before it writes anything
+                if impl != "auto":
+                    raise
+                _disable_triton(error)
+        cpu_coeffs = coeffs.tolist()
+        for (rows, index, target), finished in zip(jobs, done):
+            if not finished:
                 _combine_elementwise(cpu_coeffs[index], rows, target)
-                combined[name] = target
         return combined
     if isinstance(grads, StackedGrads):
         device_coeffs: dict[torch.dtype, torch.Tensor] = {}

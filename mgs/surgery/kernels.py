@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - depends on the install
     tl = None
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_SEGMENT_ROWS = 256
+_SEGMENT_ROWS = 512  # partial rows summed per step of the segment kernel, over DP
 MAX_DOMAINS = 16
 
 
@@ -42,13 +42,17 @@ class LaunchConfig:
     DP x gram_tile_elements values per program (2 x 4096 / 256 threads = 32 registers per thread at D = 2).
     gram_tiles_per_program: column tiles each Gramian program reads (strided); programs = tiles / this, many
     per SM, so the hardware scheduler balances them (no wave tail) and the partials stay ~0.1% of the traffic.
-    combine_columns: columns per combine program (one tile each)."""
+    combine_columns: columns per combine program (one tile each).
+    batch_below: tensors with fewer columns than this (norms, biases, small projections; every tensor of a
+    SmolLM2-sized model) share one launch per pass and dtype, through a table of addresses: launch overhead,
+    not bandwidth, is their cost. Larger tensors get a launch of their own, specialised (vectorised loads)."""
 
     gram_tile_elements: int = 4096
     gram_tiles_per_program: int = 16
     gram_warps: int = 8
     combine_columns: int = 2048
     combine_warps: int = 8
+    batch_below: int = 1 << 22
 
 
 CONFIG = LaunchConfig()
@@ -99,6 +103,56 @@ if triton is not None:
         tl.store(partial_ptr + (first_partial + pid) * DP * DP + rows[:, None] * DP + rows[None, :], gram)
 
     @triton.jit
+    def _gram_partial_batched_kernel(
+        table_ptr, program_tensor_ptr, partial_ptr, x_like, D: tl.constexpr, DP: tl.constexpr, BLOCK: tl.constexpr,
+        TILES: tl.constexpr,
+    ):
+        # One launch for many small tensors. table row t: [address, n, row_stride, first grid program,
+        # first partial row, programs] (int64); program_tensor[p]: the tensor of grid program p.
+        p = tl.program_id(0)
+        t = tl.load(program_tensor_ptr + p).to(tl.int64)
+        x_ptr = tl.load(table_ptr + t * 6).to(tl.pointer_type(x_like.dtype.element_ty))
+        n = tl.load(table_ptr + t * 6 + 1)
+        row_stride = tl.load(table_ptr + t * 6 + 2)
+        local = p - tl.load(table_ptr + t * 6 + 3)
+        first_partial = tl.load(table_ptr + t * 6 + 4)
+        programs = tl.load(table_ptr + t * 6 + 5)
+        rows = tl.arange(0, DP)
+        cols = tl.arange(0, BLOCK)
+        row_base = x_ptr + rows[:, None].to(tl.int64) * row_stride
+        row_ok = rows[:, None] < D
+        acc = tl.zeros((DP, DP, BLOCK), dtype=tl.float32)
+        for k in range(0, TILES):
+            idx = (local + k * programs) * BLOCK + cols
+            x = tl.load(row_base + idx[None, :], mask=row_ok & (idx[None, :] < n), other=0.0).to(tl.float32)
+            acc += x[:, None, :] * x[None, :, :]
+        gram = tl.sum(acc, axis=2)
+        tl.store(partial_ptr + (first_partial + local) * DP * DP + rows[:, None] * DP + rows[None, :], gram)
+
+    @triton.jit
+    def _combine_batched_kernel(
+        table_ptr, program_tensor_ptr, c_ptr, x_like, out_like, D: tl.constexpr, DP: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        # One launch for many small tensors. table row t: [x address, out address, n, row_stride,
+        # first grid program, coefficient row] (int64).
+        p = tl.program_id(0)
+        t = tl.load(program_tensor_ptr + p).to(tl.int64)
+        x_ptr = tl.load(table_ptr + t * 6).to(tl.pointer_type(x_like.dtype.element_ty))
+        out_ptr = tl.load(table_ptr + t * 6 + 1).to(tl.pointer_type(out_like.dtype.element_ty))
+        n = tl.load(table_ptr + t * 6 + 2)
+        row_stride = tl.load(table_ptr + t * 6 + 3)
+        local = p - tl.load(table_ptr + t * 6 + 4)
+        c_row = tl.load(table_ptr + t * 6 + 5)
+        rows = tl.arange(0, DP)
+        cols = local * BLOCK + tl.arange(0, BLOCK)
+        c = tl.load(c_ptr + c_row * D + rows, mask=rows < D, other=0.0)
+        mask = (rows[:, None] < D) & (cols[None, :] < n)
+        x = tl.load(x_ptr + rows[:, None].to(tl.int64) * row_stride + cols[None, :], mask=mask, other=0.0)
+        y = tl.sum(x.to(tl.float32) * c[:, None], axis=0)
+        tl.store(out_ptr + cols, y.to(out_like.dtype.element_ty), mask=cols < n)
+
+    @triton.jit
     def _segment_sum_kernel(partial_ptr, bounds_ptr, out_ptr, DD: tl.constexpr, ROWS: tl.constexpr):
         group = tl.program_id(0)
         lo = tl.load(bounds_ptr + group)
@@ -125,6 +179,59 @@ if triton is not None:
         tl.store(out_ptr + cols, y.to(out_ptr.dtype.element_ty), mask=cols < n)
 
 
+_PLANS: dict[tuple, tuple] = {}  # launch tables per buffer layout (the trainer's buffers persist: built once)
+_MAX_PLANS = 8
+
+
+def _cached(key: tuple, build):
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.pop(next(iter(_PLANS)))
+        plan = _PLANS[key] = build()
+    return plan
+
+
+def _program_map(programs: Sequence[int], device: torch.device) -> torch.Tensor:
+    """[sum(programs)] int32: entry p = the index of the tensor grid program p belongs to."""
+    counts = torch.tensor(programs, dtype=torch.int64)
+    return torch.repeat_interleave(torch.arange(len(programs), dtype=torch.int32), counts).to(device)
+
+
+def _gram_plan(grouped_rows, dp: int, block: int, config: LaunchConfig, device: torch.device):
+    """Partial rows in group order (so each group's are contiguous), the tensors that get a launch of their own,
+    and one table launch per dtype for the rest. Returns (bounds [G + 1] on device, partial rows, single,
+    batched launches)."""
+    bounds = [0]
+    total = 0
+    single: list[tuple[int, int, int, int]] = []  # (flat index, programs, first partial row, tiles per program)
+    batched: dict[torch.dtype, list[tuple[int, list[int]]]] = {}
+    flat = 0
+    for rows_list in grouped_rows:
+        for rows in rows_list:
+            n = rows.shape[1]
+            if n > 0:
+                programs = triton.cdiv(triton.cdiv(n, block), config.gram_tiles_per_program)
+                if n >= config.batch_below:
+                    single.append((flat, programs, total, triton.cdiv(triton.cdiv(n, block), programs)))
+                else:
+                    batched.setdefault(rows.dtype, []).append(
+                        (flat, [rows.data_ptr(), n, rows.stride(0), 0, total, programs])
+                    )
+                total += programs
+            flat += 1
+        bounds.append(total)
+    launches = []
+    for entries in batched.values():
+        first = 0
+        for _, row in entries:
+            row[3] = first
+            first += row[5]
+        table = torch.tensor([row for _, row in entries], dtype=torch.int64).to(device)
+        launches.append((entries[0][0], table, _program_map([row[5] for _, row in entries], device), first))
+    return torch.tensor(bounds, dtype=torch.int32).to(device), total, single, launches
+
+
 def gramians_triton(
     grouped_rows: Sequence[Sequence[torch.Tensor]], num_domains: int, device: torch.device, config: LaunchConfig | None = None
 ) -> torch.Tensor:
@@ -134,31 +241,25 @@ def gramians_triton(
     config = config or CONFIG
     dp = _padded(num_domains)
     block = max(16, config.gram_tile_elements // dp)
-    plan: list[tuple[torch.Tensor, int]] = []
-    bounds = [0]
-    total = 0
-    for rows_list in grouped_rows:
-        for rows in rows_list:
-            n = rows.shape[1]
-            if n == 0:
-                continue
-            programs = triton.cdiv(triton.cdiv(n, block), config.gram_tiles_per_program)
-            plan.append((rows, programs))
-            total += programs
-        bounds.append(total)
-    bounds_t = torch.tensor(bounds, dtype=torch.int32, device=device)  # before the kernels: a blocking copy
-    partial = torch.empty(max(bounds[-1], 1), dp, dp, dtype=torch.float32, device=device)
-    offset = 0
-    for rows, programs in plan:
-        tiles = triton.cdiv(triton.cdiv(rows.shape[1], block), programs)
+    flat_rows = [rows for rows_list in grouped_rows for rows in rows_list]
+    key = ("gram", num_domains, device, repr(config), tuple(len(r) for r in grouped_rows),
+           tuple((r.data_ptr(), r.shape[1], r.stride(0), r.dtype) for r in flat_rows))
+    bounds, total, single, launches = _cached(key, lambda: _gram_plan(grouped_rows, dp, block, config, device))
+    partial = torch.empty(max(total, 1), dp, dp, dtype=torch.float32, device=device)
+    for flat, programs, first_partial, tiles in single:
+        rows = flat_rows[flat]
         _gram_partial_kernel[(programs,)](
-            rows, partial, offset, rows.shape[1], rows.stride(0), programs, tiles,
+            rows, partial, first_partial, rows.shape[1], rows.stride(0), programs, tiles,
             D=num_domains, DP=dp, BLOCK=block, num_warps=config.gram_warps,
         )
-        offset += programs
+    for flat, table, program_map, programs in launches:
+        _gram_partial_batched_kernel[(programs,)](
+            table, program_map, partial, flat_rows[flat], D=num_domains, DP=dp, BLOCK=block,
+            TILES=config.gram_tiles_per_program, num_warps=config.gram_warps,
+        )
     out = torch.empty(len(grouped_rows), dp, dp, dtype=torch.float32, device=device)
     if len(grouped_rows):
-        _segment_sum_kernel[(len(grouped_rows),)](partial, bounds_t, out, DD=dp * dp, ROWS=_SEGMENT_ROWS)
+        _segment_sum_kernel[(len(grouped_rows),)](partial, bounds, out, DD=dp * dp, ROWS=max(16, _SEGMENT_ROWS // dp))
     return out[:, :num_domains, :num_domains]
 
 
@@ -176,3 +277,62 @@ def combine_triton(
         rows, coeffs, group, target, n, rows.stride(0), D=num_domains, DP=_padded(num_domains),
         BLOCK=config.combine_columns, num_warps=config.combine_warps,
     )
+
+
+def combine_many_triton(
+    jobs: Sequence[tuple[torch.Tensor, int, torch.Tensor]],
+    coeffs: torch.Tensor,
+    config: LaunchConfig | None = None,
+    done: list[bool] | None = None,
+) -> None:
+    """`combine_triton` for many (rows [D, n], group, target) at once: tensors with at least
+    `config.batch_below` columns get a launch each, the others one table launch per (input, output) dtype.
+    `done[i]` is set once job i's launch went out (so a caller can finish the rest another way if a launch
+    raises: in-place outputs must not be combined twice)."""
+    config = config or CONFIG
+    if not jobs:
+        return
+    num_domains = jobs[0][0].shape[0]
+    key = ("combine", coeffs.device, repr(config),
+           tuple((r.data_ptr(), r.shape[1], r.stride(0), r.dtype, g, t.data_ptr(), t.dtype) for r, g, t in jobs))
+    single, launches = _cached(key, lambda: _combine_plan(jobs, config, coeffs.device))
+    done = [False] * len(jobs) if done is None else done
+    for first_job, table, program_map, programs, members in launches:
+        rows, _, target = jobs[first_job]
+        _combine_batched_kernel[(programs,)](
+            table, program_map, coeffs, rows, target, D=num_domains, DP=_padded(num_domains),
+            BLOCK=config.combine_columns, num_warps=config.combine_warps,
+        )
+        for index in members:
+            done[index] = True
+    for index in single:
+        rows, group, target = jobs[index]
+        combine_triton(rows, coeffs, group, target, config)
+        done[index] = True
+
+
+def _combine_plan(jobs, config: LaunchConfig, device: torch.device):
+    single: list[int] = []
+    batched: dict[tuple[torch.dtype, torch.dtype], list[tuple[int, list[int]]]] = {}
+    for index, (rows, group, target) in enumerate(jobs):
+        n = rows.shape[1]
+        if n == 0:
+            continue
+        if n >= config.batch_below:
+            single.append(index)
+        else:
+            batched.setdefault((rows.dtype, target.dtype), []).append(
+                (index, [rows.data_ptr(), target.data_ptr(), n, rows.stride(0), 0, group])
+            )
+    launches = []
+    for entries in batched.values():
+        first = 0
+        programs = []
+        for _, row in entries:
+            row[4] = first
+            programs.append(triton.cdiv(row[2], config.combine_columns))
+            first += programs[-1]
+        table = torch.tensor([row for _, row in entries], dtype=torch.int64).to(device)
+        members = [index for index, _ in entries]
+        launches.append((entries[0][0], table, _program_map(programs, device), first, members))
+    return single, launches

@@ -93,9 +93,12 @@ def test_impl_selection_and_errors():
 
 
 @needs_triton
+@pytest.mark.parametrize("batch_below", [1 << 22, 64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("num_domains", [2, 3, 4])
-def test_triton_matches_torch_and_float64(dtype, num_domains):
+def test_triton_matches_torch_and_float64(dtype, num_domains, batch_below, monkeypatch):
+    """batch_below 2^22: every test tensor goes through the table launch; 64: the larger ones get their own."""
+    monkeypatch.setattr(kernels, "CONFIG", kernels.LaunchConfig(batch_below=batch_below))
     grads, domains, stacked = _stacked(num_domains, dtype, device=TRITON_DEVICE, seed=30 + num_domains)
     exact_stacked = StackedGrads(domains, {n: t.double() for n, t in stacked.tensors.items()})
     for granularity in ("module", "tensor"):
@@ -121,14 +124,16 @@ def test_triton_matches_torch_and_float64(dtype, num_domains):
 
 
 @needs_triton
+@pytest.mark.parametrize("batch_below", [1 << 22, 1000])
 @pytest.mark.parametrize("num_domains", [2, 3])
-def test_triton_gramian_of_long_and_empty_tensors(num_domains):
-    """Many column tiles per program (the strided walk), a ragged last tile, an empty tensor, an empty group."""
+def test_triton_gramian_of_long_and_empty_tensors(num_domains, batch_below):
+    """Many column tiles per program (the strided walk), a ragged last tile, an empty tensor, an empty group;
+    in the table launch and (batch_below 1000) the long tensor in a launch of its own."""
     gen = torch.Generator().manual_seed(40 + num_domains)
     long_rows = torch.randn(num_domains, 70_001, generator=gen).to(TRITON_DEVICE)
     short_rows = torch.randn(num_domains, 3, generator=gen).to(TRITON_DEVICE)
     empty_rows = torch.empty(num_domains, 0, device=TRITON_DEVICE)
-    config = kernels.LaunchConfig(gram_tile_elements=256, gram_tiles_per_program=50)
+    config = kernels.LaunchConfig(gram_tile_elements=256, gram_tiles_per_program=50, batch_below=batch_below)
     grams = kernels.gramians_triton([[long_rows, empty_rows], [], [short_rows]], num_domains, long_rows.device, config)
     exact = [long_rows.double() @ long_rows.double().T, torch.zeros(num_domains, num_domains, dtype=torch.float64,
              device=TRITON_DEVICE), short_rows.double() @ short_rows.double().T]
@@ -153,7 +158,7 @@ def test_auto_falls_back_to_torch_when_a_kernel_fails(monkeypatch):
     monkeypatch.setattr(kernels, "preferred", lambda device: True)
     monkeypatch.setattr(kernels, "available", lambda device: True)
     monkeypatch.setattr(kernels, "gramians_triton", broken)
-    monkeypatch.setattr(kernels, "combine_triton", broken)
+    monkeypatch.setattr(kernels, "combine_many_triton", broken)
     assert choose_impl(stacked, domains, "auto") == "triton"
     with pytest.raises(RuntimeError, match="no kernel today"):
         local_gramians(stacked, groups, impl="triton")
