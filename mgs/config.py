@@ -131,6 +131,8 @@ class TrainConfig:
     micro_batch_size: int = opt(16, "Micro-batch size for forward/backward, in `micro_batch_unit`s.")
     micro_batch_unit: str = opt("samples", "Unit of micro_batch_size.", ("samples", "tokens"))
     save_every: int = opt(0, "Checkpoint every N steps (0 = only at the end / on interrupt).")
+    parallel: str = opt("none", "Multi-process training (mgs.dist.PARALLEL): none, ddp (full replicas), fsdp2 (sharded; "
+                        "use it for 7-8B models). ddp/fsdp2 need a torchrun launch: docs/distributed.md.")
     compare: tuple[str, ...] = opt(
         (), "Run these strategies one after the other from the same initial weights (sub-runs RUN/<strategy>) "
         "and print them side by side."
@@ -343,6 +345,10 @@ def _registry_names(what: str) -> list[str] | None:
 
             load_builtin_domains()
             return DOMAINS.names()
+        if what == "parallel":
+            from mgs.dist.parallel import PARALLEL
+
+            return PARALLEL.names()
         if what == "backend":
             from mgs.rl.rollout import ROLLOUT_BACKENDS
 
@@ -399,6 +405,11 @@ def validate(cfg: Config) -> None:
     for s in cfg.train.compare:
         _check_name("train.compare", s, "strategy")
     _check_name("rollout.backend", cfg.rollout.backend, "backend")
+    _check_name("train.parallel", cfg.train.parallel, "parallel")
+    if cfg.train.parallel != "none" and cfg.train.compare:
+        raise ConfigError(f"train.compare runs strategies one after the other in one process; with "
+                          f"train.parallel={cfg.train.parallel} launch each strategy as its own torchrun run "
+                          "(strategy.name=... train.out_dir=...)")
     _check_name("rollout.template", cfg.rollout.template, "template")
     _check_name("surgery.method", cfg.surgery.method, "method")
     _check_name("surgery.granularity", cfg.surgery.granularity, "granularity")

@@ -2,12 +2,14 @@
 
 Without a config file it runs the embedded default (mgs/configs/default.yaml): SmolLM2-135M-Instruct on three small
 offline domains, Mixed RL then MGS from the same initial weights, and a side-by-side table. Every run writes the
-run directory of docs/contracts.md; `--help-config` lists every key with its default and meaning.
+run directory of docs/contracts.md; `--help-config` lists every key with its default and meaning. Several processes:
+`torchrun --nproc-per-node N -m mgs train CONFIG train.parallel=ddp|fsdp2` (rank 0 prints and writes).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from mgs.commands import COMMANDS
@@ -61,13 +63,17 @@ class TrainCommand:
         if not args.resume and any(p.exists() for p in existing):
             print(f"mgs train: {out} already holds a run; pass --resume to continue it, or train.out_dir=NEW / --out NEW")
             return 2
-        print(f"mgs train: {'default demo' if path is None else path} -> {out}")
+        main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks (every rank gets the summary)
+        if main:
+            print(f"mgs train: {'default demo' if path is None else path} -> {out}")
         result = trainer.run(cfg, resume=args.resume)
         summaries = result if cfg.train.compare else {cfg.strategy.name: result}
+        interrupted = [n for n, s in summaries.items() if s["status"] != "finished"]
+        if not main:
+            return 130 if interrupted else 0
         print()
         print(trainer.format_table(summaries))
         print(f"\nrun directory: {out}  (metrics.jsonl, completions/, surgery/, eval/, checkpoints/, summary.json)")
-        interrupted = [n for n, s in summaries.items() if s["status"] != "finished"]
         if interrupted:
             print(f"interrupted ({', '.join(interrupted)}): continue with the same command plus --resume")
             return 130

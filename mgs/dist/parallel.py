@@ -38,6 +38,9 @@ class Parallel:
     sharded: bool
     wrap: Callable[[torch.nn.Module, DistContext], torch.nn.Module]
     sync: Callable[[torch.nn.Module, bool], ContextManager]  # (model, is the domain's last micro-batch) -> context
+    # (model) -> context in which forwards of the model are rank-local (no collectives): rollouts, eval, reference
+    # log-probs, where ranks run different numbers of forwards. Collective on entry and exit for fsdp2.
+    full_params: Callable[[torch.nn.Module], ContextManager] = lambda model: contextlib.nullcontext()
 
     def local(self, tensor: torch.Tensor) -> torch.Tensor:
         """The rank-local part of a parameter or gradient (a DTensor's shard; a plain tensor itself)."""
@@ -140,5 +143,32 @@ def _wrap_fsdp2(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def _fsdp2_full_params(model: torch.nn.Module):
+    """Gather every FSDP unit's full parameters once and keep them until the block ends, so that forwards inside it
+    (generation: ranks stop decoding at different steps) run no collective. Costs the full model's parameters per
+    rank for the duration (e.g. 16 GB for an 8B model in bf16), on top of the sharded training state."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+    for unit in units:  # the same order on every rank: the all-gathers pair up
+        unit.unshard()
+    # transformers' generate sees fully_shard's marker and then all-reduces a "finished" flag every decoding step
+    # (synced_gpus) -- a hang when one rank generates alone (eval) or runs more generate calls than another
+    managed = getattr(model, "_is_fsdp_managed_module", None)
+    model._is_fsdp_managed_module = False
+    try:
+        yield model
+    finally:
+        model._is_fsdp_managed_module = managed
+        for unit in units:
+            unit.reshard()  # local: frees the gathered parameters
+            # training: layers reshard after forward; the root keeps FSDP's default for roots (no reshard)
+            unit.set_reshard_after_forward(unit is not model, recurse=False)
+
+
 PARALLEL.register("fsdp2")(Parallel("fsdp2", sharded=True, wrap=_wrap_fsdp2,
-                                    sync=lambda model, last: contextlib.nullcontext()))
+                                    sync=lambda model, last: contextlib.nullcontext(),
+                                    full_params=_fsdp2_full_params))

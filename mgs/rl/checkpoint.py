@@ -1,6 +1,10 @@
 """Resumable checkpoints: RUN/checkpoints/step_XXXXXX/ with the model (or LoRA adapter), the optimizer, the RNG
 states and the data position; RUN/checkpoints/latest (a text file) names the last complete one.
 
+Multi-process runs (train.parallel=ddp|fsdp2) write the same folder with `dcp/` (torch.distributed.checkpoint
+shards of model + optimizer, any world size on load, see mgs.dist.checkpoint), `tokenizer/` and `state.json` instead
+of model/, trainable.pt, optimizer.pt and rng.pt; `begin` / `publish` are the shared temporary-folder protocol.
+
 Why: `--resume` must continue exactly (the same parameters at step N as an uninterrupted run), and a checkpoint
 must also be usable on its own (`model/` is a normal `save_pretrained` directory, loadable by transformers/peft).
 A checkpoint is written to a temporary directory and renamed, so an interrupted save never shadows a good one.
@@ -53,13 +57,29 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save(run_dir: str | Path, step: int, *, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer,
-         state: dict[str, Any], reference: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write checkpoint `step` (model/, trainable.pt, optimizer.pt, rng.pt, state.json[, reference.pt])."""
+def begin(run_dir: str | Path, step: int) -> Path:
+    """A fresh temporary folder for checkpoint `step` (published by `publish`)."""
     final = step_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish(tmp: Path, run_dir: str | Path, step: int, state: dict[str, Any]) -> Path:
+    """Write state.json into the complete temporary folder, rename it to step_XXXXXX and point `latest` at it."""
+    final = step_dir(run_dir, step)
+    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    (final.parent / LATEST).write_text(final.name + "\n")
+    return final
+
+
+def save(run_dir: str | Path, step: int, *, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer,
+         state: dict[str, Any], reference: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write checkpoint `step` (model/, trainable.pt, optimizer.pt, rng.pt, state.json[, reference.pt])."""
+    tmp = begin(run_dir, step)
     model.save_pretrained(str(tmp / "model"))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp / "model"))
@@ -68,11 +88,16 @@ def save(run_dir: str | Path, step: int, *, model: torch.nn.Module, tokenizer: A
     torch.save(rng_state(), tmp / "rng.pt")
     if reference is not None:
         torch.save(reference, tmp / "reference.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    (final.parent / LATEST).write_text(final.name + "\n")
-    return final
+    return publish(tmp, run_dir, step, state)
+
+
+def is_dcp(path: str | Path) -> bool:
+    """Written by several processes (mgs.dist.checkpoint: dcp/ shards, no model/ folder)?"""
+    return (Path(path) / "dcp").is_dir()
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "state.json").read_text())
 
 
 def latest(run_dir: str | Path) -> Path | None:

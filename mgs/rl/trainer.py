@@ -12,6 +12,11 @@ method; `granularity=global` is global PCGrad, `method=sum` is exactly Mixed RL)
 
 `run(cfg)` adds what the CLI needs around `train`: `train.compare` runs several strategies one after the other from
 the same initial weights into RUN/<strategy>/ and writes a side-by-side summary.
+
+Several processes (`torchrun ... -m mgs train CONFIG train.parallel=ddp|fsdp2`, docs/distributed.md): every rank
+draws the same global prompt list and keeps its round-robin share (a prompt's G samples stay on one rank), samples
+and scores them, and `mgs.dist.distributed_update` makes the update equal to the one-process update of the global
+batch. Metrics are aggregated over ranks; rank 0 alone writes the run directory; checkpoints are DCP (any world size).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import random
 import shutil
 import signal
@@ -32,6 +38,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from mgs.config import Config, save_config, to_dict
+from mgs.dist import PARALLEL, DistContext, distributed_update, init_from_env
+from mgs.dist import checkpoint as dist_checkpoint
+from mgs.dist.checks import check_batch, check_proportions, check_same_partition
+from mgs.dist.data import check_groups_local, rank_share
+from mgs.dist.metrics import gather_metrics
 from mgs.domains import build_domain
 from mgs.domains.base import Domain, Sample
 from mgs.registry import Registry
@@ -162,12 +173,14 @@ class Scored:
     reward_info: dict | None = None
 
 
-def load_policy_for(cfg: Config):
-    """The policy of `cfg.model` (`tiny:<family>` builds a tiny random model for tests)."""
+def load_policy_for(cfg: Config, device: str | torch.device | None = None):
+    """The policy of `cfg.model` (`tiny:<family>` builds a tiny random model for tests) on `device` (default
+    cfg.model.device)."""
     from mgs.rl.model import build_tiny_policy, load_policy
 
     m = cfg.model
-    device = m.device if m.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = m.device if m.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     lora = None if m.lora.r == 0 else {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout,
                                        "target_modules": m.lora.target_modules}
     if m.name.startswith("tiny:"):
@@ -206,10 +219,13 @@ class Run:
     """The state of one training run (policy, optimizer, domains, data streams) and its two per-step actions:
     `rollout` (sample + score) and `learn` (advantages + update). Components get their own config sections."""
 
-    def __init__(self, cfg: Config, policy=None, domains: dict[str, Domain] | None = None) -> None:
+    def __init__(self, cfg: Config, policy=None, domains: dict[str, Domain] | None = None,
+                 ctx: DistContext | None = None) -> None:
         from mgs.rl.rollout import ROLLOUT_BACKENDS
 
         self.cfg = cfg
+        self.ctx = ctx or DistContext.single()
+        self.parallel = PARALLEL.get(cfg.train.parallel if self.ctx.distributed else "none")
         self.plan = STRATEGIES.get(cfg.strategy.name)(cfg)
         self.policy = policy if policy is not None else load_policy_for(cfg)
         self.policy.model.eval()  # no dropout: the sampled and the trained distributions are the same
@@ -217,17 +233,46 @@ class Run:
             (d.name or d.kind): build_domain(d.kind, d.name or d.kind, **d.params) for d in cfg.domains}
         self.order = [d.name or d.kind for d in cfg.domains]  # the fixed domain order of every step
         self.streams: dict[str, DomainStream] = {}
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.policy.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
-            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
-        self.backend = ROLLOUT_BACKENDS.get(cfg.rollout.backend)(self.policy.model, self.policy.tokenizer)
         self.reference = Reference(self.policy, cfg.rollout.temperature) if cfg.grpo.kl_coef else None
+        # the trained module: DDP wrapper / FSDP2-sharded model (policy.model stays the plain module, which for FSDP2
+        # is the same object); wrapped BEFORE AdamW because FSDP2 replaces the parameters by DTensor shards
+        self.model = self.parallel.wrap(self.policy.model, self.ctx)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+        # sharded models generate eagerly: a compiled decode step would trace FSDP2's hooks (not tested)
+        no_compile = {"compile": False} if self.parallel.sharded else {}
+        self.backend = ROLLOUT_BACKENDS.get(cfg.rollout.backend)(self.policy.model, self.policy.tokenizer, **no_compile)
         g, o, s = cfg.grpo, cfg.optim, cfg.surgery
         self.settings = StepSettings(
             clip_eps=g.clip_eps, dual_clip=g.dual_clip, kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
             grad_clip=o.grad_clip, per_domain=self.plan.per_domain, surgery=self.plan.surgery,
             granularity=s.granularity, method=s.method, seed=cfg.train.seed, temperature=cfg.rollout.temperature,
             buffer_dtype={"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[s.buffer_dtype])
+        if self.ctx.distributed:
+            self._startup_checks()
+
+    def _startup_checks(self) -> None:
+        """Multi-process rules (mgs.dist.checks), each failing on every rank with an error saying what to change."""
+        from mgs.surgery import partition
+
+        cfg, P = self.cfg, self.cfg.grpo.prompts_per_step
+        check_batch(P, self.ctx.world_size)
+        for stage in self.plan.stages:
+            check_proportions(allocate(stage.weights, P), stage.weights, P)
+        if self.plan.per_domain:
+            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+            check_same_partition(partition(names, cfg.surgery.granularity, family=self.settings.family), self.ctx)
+        if self.parallel.sharded and cfg.strategy.reset_reference_per_stage and self.reference is not None:
+            raise ValueError(f"strategy.reset_reference_per_stage with train.parallel={cfg.train.parallel} is not "
+                             "supported yet (the reference copy would need the gathered policy); use train.parallel=ddp")
+        if self.parallel.sharded and cfg.diagnostics.save_domain_grads_steps:
+            raise ValueError(f"diagnostics.save_domain_grads_steps with train.parallel={cfg.train.parallel}: the kept "
+                             "gradients are shards; set it to [] or use train.parallel=ddp")
+
+    def full_params(self):
+        """Context in which forwards of the policy are rank-local (rollouts, eval, reference log-probs)."""
+        return self.parallel.full_params(self.model)
 
     def stream(self, domain: str) -> DomainStream:
         if domain not in self.streams:
@@ -243,15 +288,21 @@ class Run:
 
         cfg = self.cfg
         counts = allocate(stage.weights, cfg.grpo.prompts_per_step)
-        prompts = [(d, s) for d in self.order if d in counts for s in self.stream(d).take(counts[d])]
+        # every rank draws the same global list (same seeded streams) and keeps its round-robin share
+        drawn = [(d, s) for d in self.order if d in counts for s in self.stream(d).take(counts[d])]
+        mine = rank_share(list(enumerate(drawn)), self.ctx)
+        global_index = [i for i, _ in mine]
+        prompts = [p for _, p in mine]
         template = cfg.rollout.template
         prompt_ids = encode_prompts(self.policy.tokenizer,
                                     [apply_template(s.messages, template) for _, s in prompts])
         t0 = time.perf_counter()
         G = cfg.grpo.group_size
-        completions = self.backend.generate(prompt_ids, num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                                            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                            seed=cfg.train.seed * 1_000_003 + step)
+        with self.full_params():
+            completions = self.backend.generate(
+                prompt_ids, num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                seed=cfg.train.seed * 1_000_003 + step + 1_000_000_007 * self.ctx.rank)
         rollout_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         results: list[Any] = [None] * len(completions)
@@ -266,7 +317,7 @@ class Run:
         rows = []
         for c, r in zip(completions, results):
             d, sample = prompts[c.prompt_index]
-            rows.append(Scored(d, c.prompt_index, list(c.prompt_ids), list(c.completion_ids), r.score, sample.uid,
+            rows.append(Scored(d, global_index[c.prompt_index], list(c.prompt_ids), list(c.completion_ids), r.score, sample.uid,
                                sample.messages[-1]["content"], c.text, {**r.parts, **r.info}))
         return rows, {"time/rollout_s": rollout_s, "time/reward_s": reward_s}
 
@@ -278,6 +329,8 @@ class Run:
         G = cfg.grpo.group_size
         if len(scored) % G:
             raise ValueError(f"{len(scored)} scored rows do not form groups of grpo.group_size={G}")
+        if self.ctx.distributed:
+            check_groups_local([s.group for s in scored], G, self.ctx)
         advantages: list[float | None] = [None] * len(scored)
         metrics: dict[str, float] = {}
         stage_domains = [d for d in self.order if stage is None or d in stage.weights]
@@ -303,13 +356,23 @@ class Run:
             })
         samples = [TrainSample(s.domain, s.prompt_ids, s.completion_ids, a)
                    for s, a in zip(scored, advantages) if a is not None and s.completion_ids]
-        if self.reference is not None and samples:
-            for s, ref in zip(samples, self.reference.logprobs(samples)):
+        if self.reference is not None:
+            with self.full_params():  # LoRA's reference is the policy itself with adapters off
+                refs = self.reference.logprobs(samples) if samples else []
+            for s, ref in zip(samples, refs):
                 s.ref_logp = ref
-        schedule = plan_schedule(samples, stage_domains, cfg.train.micro_batch_size, cfg.train.micro_batch_unit)
+        pad_id = self.policy.tokenizer.pad_token_id
         try:
-            outcome = update(self.policy.model, self.optimizer, samples, schedule, self.settings, step=step,
-                             pad_id=self.policy.tokenizer.pad_token_id, keep_domain_grads=keep_domain_grads)
+            if self.ctx.distributed:
+                outcome = distributed_update(
+                    self.model, self.optimizer, samples, stage_domains, self.settings, step=step, pad_id=pad_id,
+                    micro_batch_size=cfg.train.micro_batch_size, unit=cfg.train.micro_batch_unit, ctx=self.ctx,
+                    parallel=self.parallel, keep_domain_grads=keep_domain_grads)
+            else:
+                schedule = plan_schedule(samples, stage_domains, cfg.train.micro_batch_size,
+                                         cfg.train.micro_batch_unit)
+                outcome = update(self.model, self.optimizer, samples, schedule, self.settings, step=step,
+                                 pad_id=pad_id, keep_domain_grads=keep_domain_grads)
         except torch.OutOfMemoryError as e:
             raise torch.OutOfMemoryError(
                 f"out of memory in the training step: lower train.micro_batch_size (now {cfg.train.micro_batch_size}"
@@ -318,6 +381,11 @@ class Run:
                 f"model.gradient_checkpointing=true, model.lora.r>0. ({e})") from e
         outcome.metrics.update(metrics)
         outcome.metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.ctx.distributed:  # this rank's numbers -> the step's (every rank gets the same dict)
+            tokens = {f"tokens/{d}": float(sum(len(s.completion_ids) for s in samples if s.domain == d))
+                      for d in stage_domains}
+            tokens["tokens"] = sum(tokens.values())
+            outcome.metrics = gather_metrics(outcome.metrics, tokens, self.ctx)
         return outcome, advantages
 
     def data_state(self) -> dict[str, list[int]]:
@@ -378,34 +446,78 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
+def join_processes(cfg: Config) -> tuple[DistContext, bool]:
+    """The process group of this run: torchrun's for train.parallel=ddp|fsdp2, a single process otherwise.
+    Returns (context, whether this call created the group and should end it)."""
+    import torch.distributed
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.train.parallel == "none":
+        if world > 1:
+            raise ValueError(f"train.parallel=none under torchrun with {world} processes: every rank would train "
+                             "alone into the same run directory; add train.parallel=ddp (or fsdp2)")
+        return DistContext.single(), False
+    created = not torch.distributed.is_initialized()
+    device = cfg.model.device if cfg.model.device not in ("auto", "cuda") else "auto"
+    return init_from_env(device=device), created
+
+
+def load_policy_ranked(cfg: Config, ctx: DistContext):
+    """Load the policy on every rank, rank 0 first: it alone converts and caches a model alias (e.g. the GGUF);
+    the others then read the cache."""
+    if ctx.is_main:
+        policy = load_policy_for(cfg, ctx.device if ctx.distributed else None)
+    ctx.barrier()
+    if not ctx.is_main:
+        policy = load_policy_for(cfg, ctx.device)
+    return policy
+
+
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, policy=None,
           before_eval: dict | None = None) -> dict[str, Any]:
-    """Train `cfg` into `run_dir` (default cfg.train.out_dir); returns the summary (also RUN/summary.json)."""
+    """Train `cfg` into `run_dir` (default cfg.train.out_dir); returns the summary (also RUN/summary.json).
+    Under torchrun with train.parallel=ddp|fsdp2 every rank calls this; rank 0 alone writes the run directory."""
     run_dir = Path(run_dir or cfg.train.out_dir)
     ckpt = checkpoint.latest(run_dir) if resume else None
     if not resume and (run_dir / "metrics.jsonl").exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another "
                               "train.out_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    run = Run(cfg, policy=policy)
+    ctx, owns_group = join_processes(cfg)
+    try:
+        return _train(cfg, run_dir, ctx, ckpt, policy, before_eval)
+    finally:
+        if owns_group:
+            import mgs.dist
+
+            mgs.dist.shutdown()
+
+
+def _train(cfg: Config, run_dir: Path, ctx: DistContext, ckpt: Path | None, policy, before_eval) -> dict[str, Any]:
+    main = ctx.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    if policy is None and ctx.distributed:
+        policy = load_policy_ranked(cfg, ctx)
+    run = Run(cfg, policy=policy, ctx=ctx)
     start = 1
     if ckpt is not None:
-        state = checkpoint.load(ckpt, model=run.policy.model, optimizer=run.optimizer)
+        state = _load(run, ckpt)
         for d, pos in state["data"].items():
             run.stream(d).restore(pos)
         if "reference" in state and run.reference is not None:
             run.reference.load(state["reference"])
         start = state["step"] + 1
-        kept = [m for m in read_metrics(run_dir) if m["step"] < start]  # drop steps logged after the checkpoint
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+        if main:
+            kept = [m for m in read_metrics(run_dir) if m["step"] < start]  # drop steps logged after the checkpoint
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
     logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb,
                        progress=cfg.logging.progress, total_steps=run.plan.total_steps, initial_step=start - 1,
-                       desc=cfg.strategy.name, config=to_dict(cfg))
+                       desc=cfg.strategy.name, config=to_dict(cfg)) if main else None
     t_run = time.perf_counter()
     before = before_eval
     if before is None and cfg.eval.before and start == 1:
-        before = evaluate(run, "before", run_dir, step=0)
+        before = _evaluate_main(run, "before", run_dir, step=0)
     stage_of_reset = -1
     status, step, done = "finished", start - 1, start - 1
     with _Interrupt() as interrupt:
@@ -422,43 +534,89 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = Fals
                 keep = step in cfg.diagnostics.save_domain_grads_steps
                 outcome, advantages = run.learn(scored, step, stage, keep_domain_grads=keep)
                 done = step
-                metrics = {"step": step, "stage": stage.name, **times, **outcome.metrics}
                 if torch.cuda.is_available():
-                    metrics["mem/peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
-                metrics["time/step_s"] = time.perf_counter() - t_step
-                logger.log(metrics)
-                if cfg.logging.save_completions:
-                    logger.write_jsonl(f"completions/step_{step:06d}.jsonl", [
-                        {"uid": s.uid, "domain": s.domain, "prompt": s.prompt, "response": s.response,
-                         "reward": s.reward, "reward_info": s.reward_info, "advantage": a}
-                        for s, a in zip(scored, advantages)])
-                if outcome.surgery_stats is not None:
-                    logger.write_json(f"surgery/step_{step:06d}.json", outcome.surgery_stats.to_dict())
-                if outcome.domain_grads is not None:
-                    logger.write_grads(step, outcome.domain_grads)
+                    times["mem/peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                times["time/step_s"] = time.perf_counter() - t_step
+                times = gather_metrics(times, {}, ctx)  # times and memory: the slowest / fullest rank
+                metrics = {"step": step, "stage": stage.name, **outcome.metrics, **times}
+                rows = [{"uid": s.uid, "domain": s.domain, "prompt": s.prompt, "response": s.response,
+                         "reward": s.reward, "reward_info": s.reward_info, "advantage": a, "_group": s.group}
+                        for s, a in zip(scored, advantages)] if cfg.logging.save_completions else []
+                if ctx.distributed and cfg.logging.save_completions:  # every rank's completions, back in the global prompt order
+                    rows = sorted((r for part in ctx.all_gather_object(rows) for r in part), key=lambda r: r["_group"])
+                if main:
+                    logger.log(metrics)
+                    if cfg.logging.save_completions:
+                        logger.write_jsonl(f"completions/step_{step:06d}.jsonl",
+                                           [{k: v for k, v in r.items() if k != "_group"} for r in rows])
+                    if outcome.surgery_stats is not None:  # global on every rank (reduced Gramians)
+                        logger.write_json(f"surgery/step_{step:06d}.json", outcome.surgery_stats.to_dict())
+                    if outcome.domain_grads is not None:  # full replicas under ddp (fsdp2 refused at start)
+                        logger.write_grads(step, outcome.domain_grads)
                 if cfg.train.save_every and step % cfg.train.save_every == 0:
                     _save(run, run_dir, step)
-                if interrupt.requested:
+                stop = interrupt.requested
+                if ctx.distributed:  # Ctrl-C reaches the ranks at different moments: stop together
+                    stop = bool(ctx.max_ints([int(stop)])[0])
+                if stop:
                     status = "interrupted"
                     break
         except KeyboardInterrupt:
             status = "interrupted"  # the abandoned step never reached the optimizer: checkpoint the previous one
+            if ctx.distributed:  # the other ranks may be inside a collective: no collective checkpoint
+                raise
     if done >= 1 and checkpoint.latest(run_dir) != checkpoint.step_dir(run_dir, done):
         _save(run, run_dir, done)
     after = None
     if status == "finished" and cfg.eval.after:
-        after = evaluate(run, "after", run_dir, step=done)
-    logger.close()
-    summary = _summary(cfg, run, run_dir, status, done, before, after, time.perf_counter() - t_run)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+        after = _evaluate_main(run, "after", run_dir, step=done)
+    summary = None
+    if main:
+        logger.close()
+        summary = _summary(cfg, run, run_dir, status, done, before, after, time.perf_counter() - t_run)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return ctx.broadcast_object(summary)
+
+
+def _evaluate_main(run: Run, tag: str, run_dir: Path, step: int) -> dict[str, dict[str, float]]:
+    """Rank 0 evaluates (the others wait inside the full-parameter context); every rank gets the results."""
+    with run.full_params():
+        result = evaluate(run, tag, run_dir, step=step) if run.ctx.is_main else None
+        return run.ctx.broadcast_object(result)
 
 
 def _save(run: Run, run_dir: Path, step: int) -> None:
     reset = run.cfg.strategy.reset_reference_per_stage and run.reference is not None
-    checkpoint.save(run_dir, step, model=run.policy.model, tokenizer=run.policy.tokenizer, optimizer=run.optimizer,
-                    state={"data": run.data_state(), "strategy": run.cfg.strategy.name},
-                    reference=run.reference.state() if reset else None)
+    state = {"data": run.data_state(), "strategy": run.cfg.strategy.name}
+    if not run.ctx.distributed:
+        checkpoint.save(run_dir, step, model=run.policy.model, tokenizer=run.policy.tokenizer, optimizer=run.optimizer,
+                        state=state, reference=run.reference.state() if reset else None)
+        return
+    # collective: every rank writes its shards (DCP) into the temporary folder, rank 0 publishes it
+    ctx = run.ctx
+    tmp = checkpoint.begin(run_dir, step) if ctx.is_main else None
+    tmp = Path(ctx.broadcast_object(str(tmp) if tmp else None))
+    dist_checkpoint.save(tmp, run.model, run.optimizer, ctx,
+                         extra={"reference": run.reference.state()} if reset else None)
+    if ctx.is_main:
+        run.policy.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        checkpoint.publish(tmp, run_dir, step, {**state, "format": "dcp", "world_size": ctx.world_size})
+    ctx.barrier()
+
+
+def _load(run: Run, path: Path) -> dict[str, Any]:
+    """Restore a checkpoint of either format: DCP (written by any number of ranks; loads on any number, also one)
+    or the single-process one."""
+    if checkpoint.is_dcp(path):
+        extra = dist_checkpoint.load(path, run.model, run.optimizer) or {}
+        state = checkpoint.read_state(path)
+        if extra.get("reference") is not None:
+            state["reference"] = extra["reference"]
+        return state
+    if run.ctx.distributed:
+        raise ValueError(f"checkpoint {path} was written by a single process (train.parallel=none); resume it with "
+                         "train.parallel=none, or start a new run directory for a multi-process run")
+    return checkpoint.load(path, model=run.policy.model, optimizer=run.optimizer)
 
 
 def _summary(cfg: Config, run: Run, run_dir: Path, status: str, steps: int, before, after, time_s: float) -> dict:
