@@ -260,7 +260,7 @@ def gramians_triton(
     out = torch.empty(len(grouped_rows), dp, dp, dtype=torch.float32, device=device)
     if len(grouped_rows):
         _segment_sum_kernel[(len(grouped_rows),)](partial, bounds, out, DD=dp * dp, ROWS=max(16, _SEGMENT_ROWS // dp))
-    return out[:, :num_domains, :num_domains]
+    return out[:, :num_domains, :num_domains].contiguous()  # callers all-reduce it in place
 
 
 def combine_triton(
