@@ -10,6 +10,8 @@ combine `c [1, D] @ G [D, n]` ran ~4x off. Both are really streaming passes:
 - `combine_triton`: one read of the D rows and one write per element, in fp32 with fp32 coefficients, rounded
   once to the output's dtype. The output may be row 0 of the stacked buffer itself (each element is read
   before it is written, by the same program).
+Tensors under `LaunchConfig.batch_below` columns share one launch per pass (addresses read from an int64
+table), so small models and small tensors are not launch-bound; plans are cached per buffer layout.
 Triton ships with CUDA builds of torch; without it (or on CPU) `available()` is False and mgs.surgery uses its
 torch path. Setting TRITON_INTERPRET=1 before import runs these kernels on CPU tensors (slowly), for tests.
 """
