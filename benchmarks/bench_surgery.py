@@ -13,7 +13,8 @@ device's copy bandwidth, measured here with a large tensor copy.
 Implementations (`--impl`, the `impl` column): torch, triton, auto (what the library picks). Default: both
 torch and triton where Triton runs on the device (CUDA), else auto. Per (D, dtype) it also prints the error of
 every implementation's Gramians and combined gradients against a float64 computation of the same buffers, and
-on CUDA with Triton a small sweep of the kernels' launch configurations on the largest tensor (`--no-sweep`).
+at the end, on CUDA with Triton, a short sweep of the kernels' launch configurations on one
+embedding-sized bf16 tensor (`--no-sweep`).
 
 Shapes: hidden 3584, intermediate 18944, 28 query / 4 KV heads (head dim 128, q/k/v biases), vocab 152064,
 untied embedding and LM head. When the buffers of a configuration would not fit in `--max-gb` (default: 85% of
@@ -159,35 +160,39 @@ def check_against_fp64(stacked, shapes, out, domains, impl: str, label: str, max
             scale = (c.abs()[:, None] * part.abs()).max().clamp_min(1e-300)
             err = (got[start : start + FP64_CHUNK_COLUMNS].double() - exact).abs().max() / scale
             combine_err = max(combine_err, float(err))
-    return f"check vs float64, impl {label}: Gramian max rel err {gram_err:.2e}, combine max rel err {combine_err:.2e}"
+    return (f"| check vs float64 | impl {label} | Gramian max rel err {gram_err:.2e} | combine max rel err "
+            f"{combine_err:.2e} |")
 
 
-def sweep_triton(stacked, out, device, grad_bytes: int) -> str:
-    """GB/s of the Triton Gramian and combine on the largest tensor for a few launch configurations."""
-    name = max(stacked.tensors, key=lambda n: stacked.tensors[n].numel())
-    rows = stacked.tensors[name].reshape(stacked.tensors[name].shape[0], -1)
-    num_domains, n = rows.shape
-    element = rows.element_size()
-    target = out[name].reshape(-1)
+def sweep_triton(device, num_domains: int = 2, n: int = VOCAB * HIDDEN) -> str:
+    """GB/s of the Triton Gramian and combine on one embedding-sized bf16 tensor [D, n] for a few launch
+    configurations (each new tile size / warp count is one more compilation, so the list is short)."""
+    gen = torch.Generator(device=device).manual_seed(1)
+    rows = torch.randn(num_domains, n, generator=gen, device=device, dtype=torch.bfloat16)
+    target = torch.empty(n, device=device, dtype=torch.bfloat16)
     coeffs = torch.ones(1, num_domains, dtype=torch.float32, device=device)
-    lines = [f"Triton sweep on {name} [{num_domains}, {n}] {rows.dtype} (GB/s: D rows read; combine + 1 write):"]
-    for tile in (2048, 4096, 8192):
-        for per_program in (4, 16, 64):
-            for warps in (4, 8):
-                config = kernels.LaunchConfig(gram_tile_elements=tile, gram_tiles_per_program=per_program, gram_warps=warps)
-                try:
-                    t = statistics.median(timed(lambda: kernels.gramians_triton([[rows]], num_domains, device, config),
-                                                device, warmup=1, iters=5))
-                    lines.append(f"  gram tile {tile} tiles/program {per_program} warps {warps}: "
-                                 f"{num_domains * n * element / t / 1e9:.0f} GB/s")
-                except Exception as error:  # a configuration the compiler rejects: report, go on
-                    lines.append(f"  gram tile {tile} tiles/program {per_program} warps {warps}: failed ({error!r:.80})")
-    for columns in (1024, 2048, 4096, 8192):
-        for warps in (4, 8):
-            config = kernels.LaunchConfig(combine_columns=columns, combine_warps=warps)
+    element = rows.element_size()
+    lines = [f"| sweep | Triton on [{num_domains}, {n}] bf16 | GB/s; Gramian: D rows read; combine: D read + 1 write |"]
+    gram_configs = [(4096, 16, 8), (2048, 16, 8), (8192, 16, 8), (4096, 4, 8), (4096, 64, 8), (4096, 16, 4)]
+    for tile, per_program, warps in gram_configs:
+        config = kernels.LaunchConfig(gram_tile_elements=tile, gram_tiles_per_program=per_program, gram_warps=warps)
+        label = f"| sweep | gram tile {tile} tiles/program {per_program} warps {warps}"
+        try:
+            t = statistics.median(timed(lambda: kernels.gramians_triton([[rows]], num_domains, device, config),
+                                        device, warmup=1, iters=5))
+            lines.append(f"{label} | {num_domains * n * element / t / 1e9:.0f} GB/s |")
+        except Exception as error:  # a configuration the compiler rejects: report, go on
+            lines.append(f"{label} | failed ({error!r:.120}) |")
+    for columns, warps in [(2048, 8), (1024, 4), (4096, 8), (8192, 8), (2048, 4)]:
+        config = kernels.LaunchConfig(combine_columns=columns, combine_warps=warps)
+        label = f"| sweep | combine columns {columns} warps {warps}"
+        try:
             t = statistics.median(timed(lambda: kernels.combine_triton(rows, coeffs, 0, target, config),
                                         device, warmup=1, iters=5))
-            lines.append(f"  combine columns {columns} warps {warps}: {(num_domains + 1) * n * element / t / 1e9:.0f} GB/s")
+            lines.append(f"{label} | {(num_domains + 1) * n * element / t / 1e9:.0f} GB/s |")
+        except Exception as error:
+            lines.append(f"{label} | failed ({error!r:.120}) |")
+    del rows, target
     return "\n".join(lines)
 
 
@@ -295,17 +300,17 @@ def main() -> None:
                     try:
                         rows_printed.append(check_against_fp64(stacked, shapes, out, domains, chosen, label))
                     except Exception as error:
-                        rows_printed.append(f"check vs float64, impl {label}: failed ({error!r:.300})")
+                        rows_printed.append(f"| check vs float64 | impl {label} | failed ({error!r:.300}) |")
             for line in rows_printed:
                 print(line, flush=True)
-            if sweep and num_domains == args.domains[0]:
-                try:
-                    print(sweep_triton(stacked, out, device, grad_bytes), flush=True)
-                except Exception as error:
-                    print(f"Triton sweep failed: {error!r:.300}", flush=True)
             del stacked, out
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    if sweep:  # last, so a time limit cuts only this
+        try:
+            print(sweep_triton(device), flush=True)
+        except Exception as error:
+            print(f"| sweep | failed ({error!r:.300}) |", flush=True)
 
 
 if __name__ == "__main__":
