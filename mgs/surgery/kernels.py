@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - depends on the install
     tl = None
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_SEGMENT_ROWS = 512  # partial rows summed per step of the segment kernel, over DP
+_SEGMENT_ELEMENTS = 8192  # partial values summed per step of the segment kernel (rows x DP x DP)
 MAX_DOMAINS = 16
 
 
@@ -261,7 +261,9 @@ def gramians_triton(
         )
     out = torch.empty(len(grouped_rows), dp, dp, dtype=torch.float32, device=device)
     if len(grouped_rows):
-        _segment_sum_kernel[(len(grouped_rows),)](partial, bounds, out, DD=dp * dp, ROWS=max(16, _SEGMENT_ROWS // dp))
+        _segment_sum_kernel[(len(grouped_rows),)](
+            partial, bounds, out, DD=dp * dp, ROWS=max(16, _SEGMENT_ELEMENTS // (dp * dp)), num_warps=8
+        )
     return out[:, :num_domains, :num_domains].contiguous()  # callers all-reduce it in place
 
 
