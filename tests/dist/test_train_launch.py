@@ -134,3 +134,13 @@ def test_launch_errors(tmp_path, monkeypatch):
     cfg = load_config(None, [f"train.out_dir={tmp_path / 'b'}", "train.compare=[]"])
     with pytest.raises(ValueError, match="train.parallel=ddp"):
         trainer.train(cfg)
+
+
+def test_parallel_config_key():
+    from mgs.config import ConfigError, load_config
+
+    assert load_config(None, ["train.compare=[]", "train.parallel=fsdp2"]).train.parallel == "fsdp2"
+    with pytest.raises(ConfigError, match=r"train.parallel: 'fsdp' is not allowed.*did you mean 'fsdp2'"):
+        load_config(None, ["train.parallel=fsdp"])
+    with pytest.raises(ConfigError, match="launch each strategy as its own torchrun run"):
+        load_config(None, ["train.parallel=ddp", "train.compare=[mixed, mgs]"])
