@@ -34,11 +34,11 @@ CFG = {
 }
 
 
-def launch(tmp: Path, parallel: str, out: Path, *extra: str) -> None:
+def launch(tmp: Path, parallel: str, out: Path, *extra: str, nproc: int = 2) -> None:
     cfg = tmp / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CFG))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mgs", "train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "mgs", "train",
            str(cfg), f"train.parallel={parallel}", *extra, "--out", str(out)]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     if proc.returncode != 0:
@@ -119,6 +119,22 @@ def test_fsdp2_checkpoint_resumes_in_one_process(runs):
     assert [m["step"] for m in _rows(run / "metrics.jsonl")] == [1, 2, 3]
     after = json.loads((run / "checkpoints" / "step_000003" / "state.json").read_text())["data"]
     assert after["vowels"][1] == state["data"]["vowels"][1] + 2  # 2 more vowels prompts drawn at step 3
+
+
+def test_fsdp2_world_one_equals_one_process(tmp_path):
+    """The whole distributed path at world size 1 (torchrun, FSDP2 wrap, gathered-parameter rollouts, sync schedule,
+    distributed_update, metric gathering) reproduces the plain one-process run: same rollouts, same numbers."""
+    from mgs.cli import main
+
+    launch(tmp_path, "fsdp2", tmp_path / "fsdp2", "eval.after=false", nproc=1)
+    assert main(["train", str(tmp_path / "cfg.yaml"), "eval.after=false", "--out", str(tmp_path / "one")]) == 0
+    dist_rows, one_rows = _rows(tmp_path / "fsdp2" / "metrics.jsonl"), _rows(tmp_path / "one" / "metrics.jsonl")
+    assert len(dist_rows) == len(one_rows) == 2
+    for got, want in zip(dist_rows, one_rows):
+        keys = [k for k, v in want.items() if isinstance(v, float) and not k.startswith(("time/", "mem/"))]
+        assert set(keys) <= set(got) and "train/grad_norm" in keys and "surgery/cos/digits__vowels" in keys
+        for k in keys:
+            assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), k
 
 
 def test_launch_errors(tmp_path, monkeypatch):
