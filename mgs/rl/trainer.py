@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -241,8 +242,9 @@ class Run:
             [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
             betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
         # sharded models generate eagerly: a compiled decode step would trace FSDP2's hooks (not tested)
-        no_compile = {"compile": False} if self.parallel.sharded else {}
-        self.backend = ROLLOUT_BACKENDS.get(cfg.rollout.backend)(self.policy.model, self.policy.tokenizer, **no_compile)
+        backend_cls = ROLLOUT_BACKENDS.get(cfg.rollout.backend)
+        eager = self.parallel.sharded and "compile" in inspect.signature(backend_cls).parameters
+        self.backend = backend_cls(self.policy.model, self.policy.tokenizer, **({"compile": False} if eager else {}))
         g, o, s = cfg.grpo, cfg.optim, cfg.surgery
         self.settings = StepSettings(
             clip_eps=g.clip_eps, dual_clip=g.dual_clip, kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
