@@ -123,7 +123,7 @@ def evaluate_domain(
     max_new_tokens: int,
     template: str = "none",
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 32,
     top_p: float = 1.0,
     main_metric: str | None = None,
 ) -> EvalResult:
@@ -132,7 +132,9 @@ def evaluate_domain(
     `backend.generate(prompt_ids, num_samples=, max_new_tokens=, temperature=, top_p=, seed=)` is the rollout
     contract (mgs/rl/rollout.py). `template` is the prompt template of training ("none" or a name known to
     `mgs.domains.template`): the reward sees only the response part, and a malformed output gets the same penalty
-    as in training (`score_responses`). Prompts go in chunks of `batch_size`; chunk c
+    as in training (`score_responses`). Prompts go in chunks of `batch_size` (default 32: a decode step of the
+    135M model on CPU costs about the same for 8 or 24 rows, so greedy eval of 24 prompts is ~2x faster than in
+    chunks of 8; the backend may split a chunk further by its own `max_batch_size`); chunk c
     uses seed `seed + c`, so results depend on (seed, batch_size), not on anything global. `main_metric` (default:
     the domain's `main_metric` attribute if it has one) gets a per-prompt standard error `<main_metric>_stderr`.
     """
