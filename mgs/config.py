@@ -120,7 +120,10 @@ class SurgeryConfig:
     granularity: str = opt("module", "How parameters are grouped for surgery (mgs.surgery partitions); global = global PCGrad.")
     method: str = opt("pcgrad", "How domain gradients are combined in each group (mgs.surgery methods); sum = Mixed RL.")
     monitor: bool = opt(False, "mixed/sequential: compute per-domain gradients and surgery stats without changing the update.")
-    buffer_dtype: str = opt("float32", "dtype of the per-domain gradient buffers (bfloat16 halves their memory).", DTYPES)
+    buffer_dtype: str = opt("param", "dtype of the per-domain gradient buffers: param = each parameter's own dtype (the "
+                            "least memory: domain backwards accumulate in place, D gradients in all vs Mixed RL's 1); "
+                            "float32 keeps bf16 models' domain gradients exact (D fp32 buffers + .grad).",
+                            ("param",) + tuple(DTYPES))
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,11 @@ class TrainConfig:
     steps: int = opt(10, "Optimizer steps (mixed/mgs; sequential uses its stages' steps).")
     seed: int = opt(0, "Seed of data order, sampling and surgery order.")
     out_dir: str = opt("runs/default", "Run directory.")
-    micro_batch_size: int = opt(16, "Micro-batch size for forward/backward, in `micro_batch_unit`s.")
-    micro_batch_unit: str = opt("samples", "Unit of micro_batch_size.", ("samples", "tokens"))
+    micro_batch_size: int = opt(0, "Micro-batch size for forward/backward, in `micro_batch_unit`s; 0 = auto "
+                                "(16 samples on CPU, 32768 tokens on CUDA).")
+    micro_batch_unit: str = opt("auto", "Unit of micro_batch_size: auto = samples on CPU, tokens on CUDA (sequences "
+                                "bucketed by length, so a token budget wastes little padding).",
+                                ("auto", "samples", "tokens"))
     save_every: int = opt(0, "Checkpoint every N steps (0 = only at the end / on interrupt).")
     parallel: str = opt("none", "Multi-process training (mgs.dist.PARALLEL): none, ddp (full replicas), fsdp2 (sharded; "
                         "use it for 7-8B models). ddp/fsdp2 need a torchrun launch: docs/distributed.md.")
@@ -441,7 +447,7 @@ def validate(cfg: Config) -> None:
     _positive("optim.lr", cfg.optim.lr, allow_zero=True)
     _positive("optim.grad_clip", cfg.optim.grad_clip, allow_zero=True)
     _positive("train.steps", cfg.train.steps)
-    _positive("train.micro_batch_size", cfg.train.micro_batch_size)
+    _positive("train.micro_batch_size", cfg.train.micro_batch_size, allow_zero=True)
     _positive("model.lora.r", cfg.model.lora.r, allow_zero=True)
 
 

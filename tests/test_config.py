@@ -33,7 +33,7 @@ def test_defaults_and_overrides(tmp_path):
         (["domains.0.kind=mth"], "domains.0.kind"),
         (["grpo.group_size=1"], "grpo.group_size: must be >= 2"),
         (["grpo.group_size=many"], "grpo.group_size: expected an integer"),
-        (["train.micro_batch_unit=bytes"], "choose from ['samples', 'tokens']"),
+        (["train.micro_batch_unit=bytes"], "choose from ['auto', 'samples', 'tokens']"),
         (["rollout.top_p=1.5"], "rollout.top_p"),
         (["strategy.name=sequential"], "strategy.stages: sequential needs"),
         (["strategy.name=sequential", "strategy.stages=[{steps: 1, domains: {c: 1}}]"], "strategy.stages.0.domains"),

@@ -112,6 +112,19 @@ def sequential_plan(cfg: Config) -> Plan:
     return Plan(stages, per_domain=cfg.surgery.monitor, surgery=False)
 
 
+AUTO_MICRO_BATCH = {False: (16, "samples"), True: (32768, "tokens")}  # by "on CUDA": CPU memory is small per core
+
+
+def micro_batching(train_cfg, on_cuda: bool) -> tuple[int, str]:
+    """(size, unit) of the step's micro-batches: `train.micro_batch_size`/`micro_batch_unit`, `0`/`auto` filled per
+    device (tokens on CUDA: one long-sequence micro-batch costs what a short one does, so count tokens, not samples)."""
+    auto_size, auto_unit = AUTO_MICRO_BATCH[on_cuda]
+    unit = auto_unit if train_cfg.micro_batch_unit == "auto" else train_cfg.micro_batch_unit
+    if train_cfg.micro_batch_size:
+        return train_cfg.micro_batch_size, unit
+    return (auto_size if unit == auto_unit else AUTO_MICRO_BATCH[unit == "tokens"][0]), unit
+
+
 def allocate(weights: dict[str, float], total: int) -> dict[str, int]:
     """Split `total` prompts over domains in proportion to `weights` (largest remainder, ties by order)."""
     wsum = sum(weights.values())
@@ -238,9 +251,12 @@ class Run:
         # the trained module: DDP wrapper / FSDP2-sharded model (policy.model stays the plain module, which for FSDP2
         # is the same object); wrapped BEFORE AdamW because FSDP2 replaces the parameters by DTensor shards
         self.model = self.parallel.wrap(self.policy.model, self.ctx)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
-            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        on_cuda = bool(trainable) and trainable[0].device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters (plain tensors on CUDA only)
+            trainable, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay, **({"fused": True} if on_cuda and not self.parallel.sharded else {}))
+        self.micro_batch_size, self.micro_batch_unit = micro_batching(cfg.train, on_cuda)
         # sharded models generate eagerly: a compiled decode step would trace FSDP2's hooks (not tested)
         backend_cls = ROLLOUT_BACKENDS.get(cfg.rollout.backend)
         eager = self.parallel.sharded and "compile" in inspect.signature(backend_cls).parameters
@@ -250,7 +266,8 @@ class Run:
             clip_eps=g.clip_eps, dual_clip=g.dual_clip, kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
             grad_clip=o.grad_clip, per_domain=self.plan.per_domain, surgery=self.plan.surgery,
             granularity=s.granularity, method=s.method, seed=cfg.train.seed, temperature=cfg.rollout.temperature,
-            buffer_dtype={"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[s.buffer_dtype])
+            buffer_dtype={"param": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
+                          "float16": torch.float16}[s.buffer_dtype])
         if self.ctx.distributed:
             self._startup_checks()
 
@@ -368,17 +385,16 @@ class Run:
             if self.ctx.distributed:
                 outcome = distributed_update(
                     self.model, self.optimizer, samples, stage_domains, self.settings, step=step, pad_id=pad_id,
-                    micro_batch_size=cfg.train.micro_batch_size, unit=cfg.train.micro_batch_unit, ctx=self.ctx,
+                    micro_batch_size=self.micro_batch_size, unit=self.micro_batch_unit, ctx=self.ctx,
                     parallel=self.parallel, keep_domain_grads=keep_domain_grads)
             else:
-                schedule = plan_schedule(samples, stage_domains, cfg.train.micro_batch_size,
-                                         cfg.train.micro_batch_unit)
+                schedule = plan_schedule(samples, stage_domains, self.micro_batch_size, self.micro_batch_unit)
                 outcome = update(self.model, self.optimizer, samples, schedule, self.settings, step=step,
                                  pad_id=pad_id, keep_domain_grads=keep_domain_grads)
         except torch.OutOfMemoryError as e:
             raise torch.OutOfMemoryError(
-                f"out of memory in the training step: lower train.micro_batch_size (now {cfg.train.micro_batch_size}"
-                f" {cfg.train.micro_batch_unit}), rollout.max_new_tokens ({cfg.rollout.max_new_tokens}), "
+                f"out of memory in the training step: lower train.micro_batch_size (now {self.micro_batch_size}"
+                f" {self.micro_batch_unit}), rollout.max_new_tokens ({cfg.rollout.max_new_tokens}), "
                 f"grpo.prompts_per_step ({cfg.grpo.prompts_per_step}); or set surgery.buffer_dtype=bfloat16, "
                 f"model.gradient_checkpointing=true, model.lora.r>0. ({e})") from e
         outcome.metrics.update(metrics)
