@@ -80,7 +80,9 @@ def test_report_of_a_real_run(real_run, tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| mgs | 0 |"))
     cells = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
     for d in ("vowels", "digits"):
-        assert cells[d] == f"{100 * after[d]['metrics'][after[d]['main_metric']]:.1f}"
+        entry = after["sets"][d]
+        assert entry["score"] == 100 * entry["metrics"][entry["main_metric"]]
+        assert cells[d] == f"{entry['score']:.1f}"
     cos = [m["surgery/cos/digits__vowels"] for m in real_run.metrics]
     assert f"| {statistics.fmean(cos):.3f} |" in md
 
