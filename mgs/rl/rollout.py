@@ -259,3 +259,7 @@ class HFGenerateBackend:
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
         )
         return sequences[:n_real, width:].tolist()
+
+
+# registers the experimental "graph" backend here, where config validation reads the registry
+import mgs.rl.fast_decode  # noqa: E402,F401
