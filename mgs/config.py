@@ -137,6 +137,8 @@ class TrainConfig:
                                 "bucketed by length, so a token budget wastes little padding).",
                                 ("auto", "samples", "tokens"))
     save_every: int = opt(0, "Checkpoint every N steps (0 = only at the end / on interrupt).")
+    save_final: bool = opt(True, "Checkpoint model + optimizer at the end (false: skip it, e.g. demos/CI, where it "
+                           "costs ~1.6 GB per strategy; interrupts still checkpoint).")
     parallel: str = opt("none", "Multi-process training (mgs.dist.PARALLEL): none, ddp (full replicas), fsdp2 (sharded; "
                         "use it for 7-8B models). ddp/fsdp2 need a torchrun launch: docs/distributed.md.")
     compare: tuple[str, ...] = opt(
@@ -149,6 +151,8 @@ class TrainConfig:
 class EvalConfig:
     before: bool = opt(True, "Greedy held-out evaluation before training.")
     after: bool = opt(True, "Greedy held-out evaluation after training.")
+    each_stage: bool = opt(True, "sequential: the same held-out evaluation after each stage's last step "
+                           "(RUN/eval/stage_<k>_<name>.json; forgetting/rigidity in `mgs report`).")
     max_new_tokens: int | None = opt(None, "Eval generation length (None = rollout.max_new_tokens).")
 
 

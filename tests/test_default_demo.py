@@ -13,7 +13,8 @@ from mgs.cli import main
 from mgs.rl import rollout
 
 CI_OVERRIDES = ["--steps", "1", "rollout.max_new_tokens=16", "eval.max_new_tokens=16", "grpo.prompts_per_step=3",
-                "domains.0.eval_limit=4", "domains.1.eval_limit=4", "domains.2.eval_limit=4", "logging.progress=false"]
+                "domains.0.eval_limit=4", "domains.1.eval_limit=4", "domains.2.eval_limit=4", "logging.progress=false",
+                "train.save_final=false"]
 
 
 def test_default_demo_one_step(tmp_path, capsys, monkeypatch):

@@ -3,7 +3,7 @@
 The trainer's before/after held-out eval and `mgs eval` both write through `write_eval`, and diagnostics/reports
 read through `read_eval`, so a number in a report always traces back to the same fields. Layout:
 
-    {"tag", "model", "step", "created",
+    {"tag", "model", "step", ["stage" (training stage it follows)], "created",
      "sets": {name: {"domain", "main_metric", "score" (headline, percent), "stderr" (percent), "proxy" (bool),
                      "note", "metrics" (everything evaluate_domain reported), "settings"}},
      "total": {"value", "formula", "sets"}, "records_file"}
@@ -65,8 +65,9 @@ def build_payload(
     tag: str,
     model: str,
     step: int | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON object of one evaluation (without records)."""
+    """The JSON object of one evaluation (without records); `stage` names the training stage it follows, if any."""
     missing = sorted(set(results) - set(infos))
     if missing:
         raise KeyError(f"no SetInfo for {missing}: say how each evaluated set is presented")
@@ -89,6 +90,7 @@ def build_payload(
         "tag": tag,
         "model": model,
         "step": step,
+        **({"stage": stage} if stage is not None else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "sets": sets,
         "total": total(sets),
@@ -103,11 +105,12 @@ def write_eval(
     tag: str,
     model: str,
     step: int | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
     """Write `path` (e.g. RUN/eval/after.json) and its records beside it; return the payload."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = build_payload(results, infos, tag=tag, model=model, step=step)
+    payload = build_payload(results, infos, tag=tag, model=model, step=step, stage=stage)
     records_path = path.with_name(f"{path.stem}.records.jsonl")
     with records_path.open("w") as f:
         for name, res in results.items():

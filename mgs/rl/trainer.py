@@ -7,7 +7,8 @@ metrics. Fixed rollouts can be injected into `Run.learn`, which is how equivalen
 
 Strategies are a registry (`STRATEGIES`): each turns the config into a `Plan` (stages, and whether the update
 keeps per-domain gradients and applies surgery). `mixed` = Mixed RL (optionally monitor-only surgery stats),
-`sequential` = stages of single domains or mixes, `mgs` = Mixed batches + gradient surgery (any granularity and
+`sequential` = stages of single domains or mixes (with `eval.each_stage`, a held-out eval after each stage:
+RUN/eval/stage_<k>_<name>.json, for forgetting/rigidity), `mgs` = Mixed batches + gradient surgery (any granularity and
 method; `granularity=global` is global PCGrad, `method=sum` is exactly Mixed RL).
 
 `run(cfg)` adds what the CLI needs around `train`: `train.compare` runs several strategies one after the other from
@@ -67,6 +68,7 @@ class Plan:
     stages: tuple[Stage, ...]
     per_domain: bool  # keep one gradient per domain (surgery, or monitor-only stats)
     surgery: bool  # combine with surgery.method (False: plain sum)
+    eval_each_stage: bool = False  # held-out eval after each stage's last step (forgetting / rigidity)
 
     @property
     def total_steps(self) -> int:
@@ -109,7 +111,7 @@ def sequential_plan(cfg: Config) -> Plan:
         Stage(st.name or "+".join(st.domains), st.steps, {k: float(v) for k, v in st.domains.items() if v > 0})
         for st in cfg.strategy.stages
     )
-    return Plan(stages, per_domain=cfg.surgery.monitor, surgery=False)
+    return Plan(stages, per_domain=cfg.surgery.monitor, surgery=False, eval_each_stage=cfg.eval.each_stage)
 
 
 AUTO_MICRO_BATCH = {False: (16, "samples"), True: (32768, "tokens")}  # by "on CUDA": CPU memory is small per core
@@ -413,8 +415,10 @@ class Run:
 # ------------------------------------------------------------------------------------------------------ eval
 
 
-def evaluate(run: Run, tag: str, run_dir: Path, step: int | None = None) -> dict[str, dict[str, float]]:
-    """Greedy held-out eval of every domain -> RUN/eval/<tag>.json (mgs.eval.results format); returns
+def evaluate(run: Run, tag: str, run_dir: Path, step: int | None = None,
+             stage: str | None = None) -> dict[str, dict[str, float]]:
+    """Greedy held-out eval of every domain -> RUN/eval/<tag>.json (mgs.eval.results format; `stage` names the
+    training stage it follows); returns
     {domain: {metric, score, stderr, proxy}} with score and stderr in percent."""
     from mgs.eval.results import SetInfo, write_eval
     from mgs.eval.runner import evaluate_domain
@@ -433,7 +437,8 @@ def evaluate(run: Run, tag: str, run_dir: Path, step: int | None = None) -> dict
         proxy = spec.kind == "chat" and spec.params.get("reward", "similarity-proxy") == "similarity-proxy"
         infos[name] = SetInfo(domain=name, proxy=proxy, note="offline similarity proxy reward" if proxy else "",
                               settings={"greedy": True, "limit": spec.eval_limit})
-    payload = write_eval(run_dir / "eval" / f"{tag}.json", results, infos, tag=tag, model=run.policy.name, step=step)
+    payload = write_eval(run_dir / "eval" / f"{tag}.json", results, infos, tag=tag, model=run.policy.name, step=step,
+                         stage=stage)
     return {n: {"metric": s["main_metric"], "score": s["score"], "stderr": s["stderr"], "proxy": s["proxy"]}
             for n, s in payload["sets"].items()}
 
@@ -571,6 +576,8 @@ def _train(cfg: Config, run_dir: Path, ctx: DistContext, ckpt: Path | None, poli
                         logger.write_json(f"surgery/step_{step:06d}.json", outcome.surgery_stats.to_dict())
                     if outcome.domain_grads is not None:  # full replicas under ddp (fsdp2 refused at start)
                         logger.write_grads(step, outcome.domain_grads)
+                if run.plan.eval_each_stage and step == sum(s.steps for s in run.plan.stages[: si + 1]):
+                    _evaluate_main(run, f"stage_{si + 1}_{stage.name}", run_dir, step=step, stage=stage.name)
                 if cfg.train.save_every and step % cfg.train.save_every == 0:
                     _save(run, run_dir, step)
                 stop = interrupt.requested
@@ -583,7 +590,8 @@ def _train(cfg: Config, run_dir: Path, ctx: DistContext, ckpt: Path | None, poli
             status = "interrupted"  # the abandoned step never reached the optimizer: checkpoint the previous one
             if ctx.distributed:  # the other ranks may be inside a collective: no collective checkpoint
                 raise
-    if done >= 1 and checkpoint.latest(run_dir) != checkpoint.step_dir(run_dir, done):
+    final_wanted = cfg.train.save_final or status != "finished"  # an interrupted run always keeps its state
+    if done >= 1 and final_wanted and checkpoint.latest(run_dir) != checkpoint.step_dir(run_dir, done):
         _save(run, run_dir, done)
     after = None
     if status == "finished" and cfg.eval.after:
@@ -596,10 +604,11 @@ def _train(cfg: Config, run_dir: Path, ctx: DistContext, ckpt: Path | None, poli
     return ctx.broadcast_object(summary)
 
 
-def _evaluate_main(run: Run, tag: str, run_dir: Path, step: int) -> dict[str, dict[str, float]]:
+def _evaluate_main(run: Run, tag: str, run_dir: Path, step: int,
+                   stage: str | None = None) -> dict[str, dict[str, float]]:
     """Rank 0 evaluates (the others wait inside the full-parameter context); every rank gets the results."""
     with run.full_params():
-        result = evaluate(run, tag, run_dir, step=step) if run.ctx.is_main else None
+        result = evaluate(run, tag, run_dir, step=step, stage=stage) if run.ctx.is_main else None
         return run.ctx.broadcast_object(result)
 
 
@@ -726,7 +735,7 @@ def format_table(summaries: dict[str, dict]) -> str:
         lines.append(f"{'cos ' + p:28s}" + "".join(
             f"{_pair(summaries[n]['conflicts'].get(p), 'cos_mean'):>22s}" for n in names))
         lines.append(f"{'groups conflicting ' + p:28s}" + "".join(
-            f"{_pair(summaries[n]['conflicts'].get(p), 'conflict_frac_mean'):>22s}" for n in names))
+            f"{_pair(summaries[n]['conflicts'].get(p), 'conflict_frac_mean', signed=False):>22s}" for n in names))
     lines.append(f"{'steps (skipped)':28s}" + "".join(
         f"{str(summaries[n]['steps']) + ' (' + str(summaries[n]['skipped_steps']) + ')':>22s}" for n in names))
     lines.append(f"{'mean step time s':28s}" + "".join(
@@ -741,5 +750,6 @@ def _fl(r):
     return "-" if not r else f"{r['first']:.3f} -> {r['last']:.3f}"
 
 
-def _pair(c, key):
-    return "-" if not c else f"{c[key]:+.3f}"
+def _pair(c, key, signed: bool = True):
+    """A summary number: cosines with their sign, fractions (never negative) without one."""
+    return "-" if not c else (f"{c[key]:+.3f}" if signed else f"{c[key]:.3f}")
