@@ -40,7 +40,9 @@ def sampling_eos_policy(smollm2_tokenizer):
     "length_multiple,row_multiple,max_batch_size,check_every",
     [(1, 1, None, 16), (8, 3, None, 1), (4, 1, 3, 5)],  # padding columns, filler rows, several batches
 )
-def test_greedy_equals_per_prompt_generate(eos_policy, prompts, length_multiple, row_multiple, max_batch_size, check_every):
+def test_greedy_equals_per_prompt_generate(
+    eos_policy, prompts, length_multiple, row_multiple, max_batch_size, check_every
+):
     max_new_tokens = 12
     ref = reference_greedy(eos_policy, prompts, max_new_tokens)
     assert {f for _, f in ref} == {True, False}  # some rows stop at EOS early, some run out
