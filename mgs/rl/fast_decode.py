@@ -33,7 +33,7 @@ def sample_next(
         sorted_logits, order = scaled.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(dim=-1)
         mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
-        drop_sorted = mass_before > top_p  # keeps the smallest prefix reaching top_p (the top token always)
+        drop_sorted = mass_before >= top_p  # keeps the smallest prefix reaching top_p (the top token always), as HF
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         scaled = scaled.masked_fill(drop, float("-inf"))
     return (scaled - noise.log()).argmax(dim=-1)
@@ -176,6 +176,8 @@ class GraphDecodeBackend:
             if step + 1 == max_new_tokens or ((step + 1) % self.check_every == 0 and bool(finished.all())):
                 break
             cache_position = torch.full((1,), width + step, dtype=torch.long, device=device)
+            if self.compile and device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's logits are consumed: new iteration
             logits = self._decode(
                 token[:, None], (prompt_lens + step)[:, None], cache_position, mask, cache
             )
