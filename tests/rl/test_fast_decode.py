@@ -143,3 +143,20 @@ def test_errors(tiny_policy, prompts):
         backend.generate(prompts, num_samples=1, max_new_tokens=2, temperature=1.0, top_p=0.0, seed=0)
     with pytest.raises(ValueError, match="check_every"):
         GraphDecodeBackend(tiny_policy.model, tiny_policy.tokenizer, check_every=0)
+
+
+def test_peft_and_gradient_checkpointing_policies_left_in_train_mode(smollm2_tokenizer, prompts, eos_policy):
+    """LoRA starts as the identity and checkpointing changes no numbers: the graph backend decodes both like the
+    plain policy (it switches to eval for decoding, so checkpointing doesn't drop the cache) and restores train mode."""
+    ref = reference_greedy(eos_policy, prompts, 5)  # the plain seed-0 weights with the EOS-prone head
+    eos_row = eos_policy.model.get_output_embeddings().weight[smollm2_tokenizer.eos_token_id]
+    for kwargs in [{"lora": {"r": 2, "alpha": 4}}, {"gradient_checkpointing": True}]:
+        policy = build_tiny_policy("llama", seed=0, tokenizer=smollm2_tokenizer, tie_word_embeddings=False, **kwargs)
+        with torch.no_grad():
+            policy.model.get_output_embeddings().weight[smollm2_tokenizer.eos_token_id] = eos_row
+        policy.model.train()
+        got = GraphDecodeBackend(policy.model, policy.tokenizer).generate(
+            prompts, num_samples=1, max_new_tokens=5, temperature=0.0, seed=0
+        )
+        assert [(c.completion_ids, c.finished) for c in got] == ref
+        assert policy.model.training
