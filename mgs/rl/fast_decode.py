@@ -7,8 +7,8 @@ and each decode step is one model call on [rows, 1] tokens plus on-device sampli
 cumsum), greedy at temperature 0, the draw by the exponential race argmax(logits / T - log E), E ~ Exp(1) from our
 own seeded `torch.Generator` (the global RNG is untouched). There is no host sync per token: "all rows finished"
 is read back every `check_every` steps; finished rows keep emitting pad. On CUDA the decode forward is compiled
-with `mode="reduce-overhead"` (CUDA graphs); the cache, its size and the row bucket are kept across calls, so an
-RL run with a fixed prompts x samples reuses one graph. Same contract as `HFGenerateBackend.generate`.
+with `mode="reduce-overhead"` (CUDA graphs) and the sampling with plain `torch.compile` (fused); the cache, its
+size and the row bucket are kept across calls, so an RL run with a fixed prompts x samples reuses one graph. Same contract as `HFGenerateBackend.generate`.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ class GraphDecodeBackend:
         self._cache_shape: tuple[int, int] = (0, 0)
         self._max_cache_len = 0  # grows only, like HFGenerateBackend
         self._decode = torch.compile(self._forward_last, mode="reduce-overhead") if self.compile else self._forward_last
+        # sampling compiled apart (no CUDA graph: its noise comes from our generator, drawn eagerly): fuses the
+        # passes over [rows, vocab] logits into a few kernels
+        self._sample = torch.compile(sample_next, dynamic=False) if self.compile else sample_next
 
     def _forward_last(self, input_ids, position_ids, cache_position, attention_mask, cache) -> torch.Tensor:
         """One forward; logits [B, V] of the last position."""
@@ -169,7 +172,7 @@ class GraphDecodeBackend:
         for step in range(max_new_tokens):
             if noise is not None:
                 noise.exponential_(generator=generator)
-            token = sample_next(logits, noise, temperature, top_p)
+            token = self._sample(logits, noise, temperature, top_p)
             token = token.masked_fill(finished, self.pad_token_id)
             out[:, step] = token
             finished |= torch.isin(token, self._eos_tensor)
