@@ -8,7 +8,8 @@ cumsum), greedy at temperature 0, the draw by the exponential race argmax(logits
 own seeded `torch.Generator` (the global RNG is untouched). There is no host sync per token: "all rows finished"
 is read back every `check_every` steps; finished rows keep emitting pad. On CUDA the decode forward is compiled
 with `mode="reduce-overhead"` (CUDA graphs) and the sampling with plain `torch.compile` (fused); the cache, its
-size and the row bucket are kept across calls, so an RL run with a fixed prompts x samples reuses one graph. Same contract as `HFGenerateBackend.generate`.
+size and the row bucket are kept across calls, so an RL run with a fixed prompts x samples reuses one graph.
+Same contract as `HFGenerateBackend.generate`.
 """
 
 from __future__ import annotations
