@@ -1,6 +1,6 @@
 """Experimental rollout backend "graph": our own decode loop on a transformers StaticCache, no `generate`.
 
-Why: with transformers' compiled static cache a decode step of SmolLM2-135M at 1024 rows costs ~17 ms on an H100,
+Why: with transformers' compiled static cache a decode step of SmolLM2-135M (512 rows) costs ~17 ms on an H100,
 most of it transformers' per-token Python (logits processors, stopping criteria, a host sync per token), not the
 GPU. Here every row (prompt x sample) is left-padded into one batch, the prompt goes through one prefill forward,
 and each decode step is one model call on [rows, 1] tokens plus on-device sampling: temperature, top-p (sort +
