@@ -7,57 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mgs.rl.model import build_tiny_policy, encode_prompts
-from mgs.rl.rollout import ROLLOUT_BACKENDS, HFGenerateBackend, split_at_eos
+from rollout_helpers import reference_greedy
 
-QUESTIONS = ["hi", "What is 17 times 3? Answer with a number only, then stop.", "Name a colour.", "Why is the sky blue?"]
+from mgs.rl.model import build_tiny_policy
+from mgs.rl.rollout import ROLLOUT_BACKENDS, HFGenerateBackend
 
-
-def make_eos_prone(policy, prompt_ids, step: int = 4, scale: float = 1.5):
-    """Make the random model end some answers early (to exercise `finished` and padding after EOS): the EOS row
-    of the (untied) LM head becomes `scale` x the row of the token that greedy decoding of the first prompt emits at
-    `step`, so EOS wins wherever that token would have been the argmax."""
-    [(ids, _)] = reference_greedy(policy, prompt_ids[:1], step + 1)
-    head = policy.model.get_output_embeddings().weight
-    with torch.no_grad():
-        head[policy.tokenizer.eos_token_id] = scale * head[ids[step]]
-    return policy
-
-
-@pytest.fixture
-def eos_policy(smollm2_tokenizer, prompts):
-    policy = build_tiny_policy("llama", seed=0, tokenizer=smollm2_tokenizer, tie_word_embeddings=False)
-    return make_eos_prone(policy, prompts)
-
-
-@pytest.fixture
-def sampling_eos_policy(smollm2_tokenizer):
-    """EOS row along a fixed random direction: under sampling some rows stop at once, the others never."""
-    policy = build_tiny_policy("llama", seed=0, tokenizer=smollm2_tokenizer, tie_word_embeddings=False)
-    u = torch.randn(policy.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        policy.model.get_output_embeddings().weight[policy.tokenizer.eos_token_id] = 5.0 * u / u.norm()
-    return policy
-
-
-@pytest.fixture
-def prompts(smollm2_tokenizer):
-    ids = encode_prompts(smollm2_tokenizer, [[{"role": "user", "content": q}] for q in QUESTIONS])
-    assert len({len(p) for p in ids}) == len(ids)  # really different lengths
-    return ids
-
-
-def reference_greedy(policy, prompt_ids, max_new_tokens):
-    """Plain per-prompt generate: no padding, no batching, dynamic cache."""
-    eos = policy.tokenizer.eos_token_id
-    out = []
-    for p in prompt_ids:
-        seq = policy.model.generate(
-            input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=policy.tokenizer.pad_token_id,
-        )[0, len(p):].tolist()
-        out.append(split_at_eos(seq, {eos}))
-    return out
 
 
 @pytest.mark.parametrize(
