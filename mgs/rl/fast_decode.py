@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mgs.rl.rollout import ROLLOUT_BACKENDS, Completion, HFGenerateBackend, _round_up, split_at_eos
+from mgs.rl.rollout import ROLLOUT_BACKENDS, Completion, HFGenerateBackend, _round_up, check_generate_args, split_at_eos
 
 
 def sample_next(
@@ -118,12 +118,7 @@ class GraphDecodeBackend:
         top_p: float = 1.0,
         seed: int,
     ) -> list[Completion]:
-        if num_samples <= 0 or max_new_tokens <= 0:
-            raise ValueError(f"num_samples and max_new_tokens must be positive, got {num_samples}, {max_new_tokens}")
-        if temperature < 0 or not 0.0 < top_p <= 1.0:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        if any(len(p) == 0 for p in prompt_ids):
-            raise ValueError("empty prompt: every prompt needs at least one token (encode it with encode_prompts)")
+        check_generate_args(prompt_ids, num_samples, max_new_tokens, temperature, top_p)
         if not prompt_ids:
             return []
         rows = [p for p in range(len(prompt_ids)) for _ in range(num_samples)]  # row -> prompt index

@@ -31,6 +31,17 @@ class Completion:
     finished: bool
 
 
+def check_generate_args(prompt_ids: list[list[int]], num_samples: int, max_new_tokens: int, temperature: float,
+                        top_p: float) -> None:
+    """The argument rules every backend's `generate` enforces, with errors that say what to pass instead."""
+    if num_samples <= 0 or max_new_tokens <= 0:
+        raise ValueError(f"num_samples and max_new_tokens must be positive, got {num_samples}, {max_new_tokens}")
+    if temperature < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("empty prompt: every prompt needs at least one token (encode it with encode_prompts)")
+
+
 class RolloutBackend(Protocol):
     def generate(
         self,
@@ -195,12 +206,7 @@ class HFGenerateBackend:
         top_p: float = 1.0,
         seed: int,
     ) -> list[Completion]:
-        if num_samples <= 0 or max_new_tokens <= 0:
-            raise ValueError(f"num_samples and max_new_tokens must be positive, got {num_samples}, {max_new_tokens}")
-        if temperature < 0 or not 0.0 < top_p <= 1.0:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        if any(len(p) == 0 for p in prompt_ids):
-            raise ValueError("empty prompt: every prompt needs at least one token (encode it with encode_prompts)")
+        check_generate_args(prompt_ids, num_samples, max_new_tokens, temperature, top_p)
         if not prompt_ids:
             return []
         rows = [p for p in range(len(prompt_ids)) for _ in range(num_samples)]  # row -> prompt index
