@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from mgs.rl.rollout import ROLLOUT_BACKENDS, Completion, HFGenerateBackend, _round_up, check_generate_args, split_at_eos
+from mgs.rl.rollout import (
+    ROLLOUT_BACKENDS, Completion, HFGenerateBackend, _round_up, check_generate_args, left_pad, to_completions,
+)
 
 
 def sample_next(
@@ -133,12 +135,7 @@ class GraphDecodeBackend:
                 generated += self._generate_batch(prompts, max_new_tokens, temperature, top_p, generator)
         finally:
             self.model.train(was_training)
-        split = [split_at_eos(g, self.eos_ids) for g in generated]
-        texts = self.tokenizer.batch_decode([ids for ids, _ in split], skip_special_tokens=True)
-        return [
-            Completion(p, list(prompt_ids[p]), ids, text, finished)
-            for p, (ids, finished), text in zip(rows, split, texts)
-        ]
+        return to_completions(self.tokenizer, self.eos_ids, prompt_ids, rows, generated)
 
     def _generate_batch(
         self, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, generator
@@ -150,12 +147,10 @@ class GraphDecodeBackend:
         width = _round_up(max(len(p) for p in prompts), self.length_multiple)
         self._max_cache_len = max(self._max_cache_len, width + max_new_tokens)
         cache_len = self._max_cache_len
-        input_ids = torch.full((n_rows, width), self.pad_token_id, dtype=torch.long)
+        input_ids, prompt_mask = left_pad(prompts, width, self.pad_token_id)
         mask = torch.ones((n_rows, cache_len), dtype=torch.long)  # generated columns always attend
+        mask[:, :width] = prompt_mask
         prompt_lens = torch.tensor([len(p) for p in prompts])
-        for i, p in enumerate(prompts):  # left padding: every prompt ends at column width - 1
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, : width - len(p)] = 0
         input_ids, mask, prompt_lens = input_ids.to(device), mask.to(device), prompt_lens.to(device)
         prefill_positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         cache = self._get_cache(n_rows, cache_len)

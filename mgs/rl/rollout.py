@@ -42,6 +42,26 @@ def check_generate_args(prompt_ids: list[list[int]], num_samples: int, max_new_t
         raise ValueError("empty prompt: every prompt needs at least one token (encode it with encode_prompts)")
 
 
+def left_pad(prompts: list[list[int]], width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids [B, width] with every prompt ending at the last column, and its attention mask [B, width]."""
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attention_mask[i, width - len(p) :] = 1
+    return input_ids, attention_mask
+
+
+def to_completions(tokenizer, eos_ids: set[int], prompt_ids: list[list[int]], rows: list[int],
+                   generated: list[list[int]]) -> list[Completion]:
+    """Completions from each row's generated ids (row r sampled from prompt rows[r]): cut at the first EOS (kept),
+    decoded once without special tokens."""
+    split = [split_at_eos(g, eos_ids) for g in generated]
+    texts = tokenizer.batch_decode([ids for ids, _ in split], skip_special_tokens=True)
+    return [Completion(p, list(prompt_ids[p]), ids, text, finished)
+            for p, (ids, finished), text in zip(rows, split, texts)]
+
+
 class RolloutBackend(Protocol):
     def generate(
         self,
@@ -231,13 +251,7 @@ class HFGenerateBackend:
                         generated[row] = ids
         finally:
             self.model.train(was_training)
-        out: list[Completion] = []
-        split = [split_at_eos(g, self.eos_ids) for g in generated]  # type: ignore[arg-type]
-        texts = self.tokenizer.batch_decode([ids for ids, _ in split], skip_special_tokens=True)
-        for row, ((ids, finished), text) in enumerate(zip(split, texts)):
-            p = rows[row]
-            out.append(Completion(p, list(prompt_ids[p]), ids, text, finished))
-        return out
+        return to_completions(self.tokenizer, self.eos_ids, prompt_ids, rows, generated)  # type: ignore[arg-type]
 
     def _generate_batch(
         self,
@@ -253,11 +267,7 @@ class HFGenerateBackend:
         if rows is not None and rows > n_real:
             prompts = prompts + [prompts[-1]] * (rows - n_real)
         width = _round_up(max(len(p) for p in prompts), self.length_multiple)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p) :] = 1
+        input_ids, attention_mask = left_pad(prompts, width, self.pad_token_id)
         config = self._generation_config(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, prompt_len=width
         )
