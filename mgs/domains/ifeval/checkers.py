@@ -24,7 +24,6 @@ asterisks removed passes).
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import importlib
 import io
@@ -178,27 +177,26 @@ def _loose_variants() -> Callable[[str], list[str]]:
     return common.get_loose_transformations
 
 
+def _registry_instructions(name: str, package: str, subpackage: str) -> InstructionSet:
+    """A registry laid out like IFEval's (`<subpackage>.instructions_util / instructions / instructions_registry`),
+    imported without its package's heavy `__init__`, patched to work offline."""
+    util, instructions, registry = _import_without_package_init(
+        package, [f"{subpackage}.{module}" for module in ("instructions_util", "instructions", "instructions_registry")]
+    )
+    _offline_patch(instructions, util)
+    conflicts = _symmetric(getattr(registry, "INSTRUCTION_CONFLICTS", {}), list(registry.INSTRUCTION_DICT))
+    return InstructionSet(name, dict(registry.INSTRUCTION_DICT), conflicts, _loose_variants())
+
+
 @CHECKERS.register("ifeval")
 @functools.lru_cache(maxsize=1)
 def ifeval_instructions() -> InstructionSet:
     """IFEval's 25 instruction types (lm-eval 0.4.13's registry)."""
-    util, instructions, registry = _import_without_package_init(
-        "lm_eval.tasks", ["ifeval.instructions_util", "ifeval.instructions", "ifeval.instructions_registry"]
-    )
-    _offline_patch(instructions, util)
-    ids = list(registry.INSTRUCTION_DICT)
-    conflicts = _symmetric(copy.deepcopy(registry.INSTRUCTION_CONFLICTS), ids)
-    return InstructionSet("ifeval", dict(registry.INSTRUCTION_DICT), conflicts, _loose_variants())
+    return _registry_instructions("ifeval", "lm_eval.tasks", "ifeval")
 
 
 @CHECKERS.register("ifbench")
 @functools.lru_cache(maxsize=1)
 def ifbench_instructions() -> InstructionSet:
     """IFBench's 58 instruction types (if-verifiable 0.1.2's registry, the allenai/IFBench checkers)."""
-    util, instructions, registry = _import_without_package_init(
-        "if_verifiable", ["ifbench.instructions_util", "ifbench.instructions", "ifbench.instructions_registry"]
-    )
-    _offline_patch(instructions, util)
-    ids = list(registry.INSTRUCTION_DICT)
-    conflicts = _symmetric(getattr(registry, "INSTRUCTION_CONFLICTS", {}), ids)
-    return InstructionSet("ifbench", dict(registry.INSTRUCTION_DICT), conflicts, _loose_variants())
+    return _registry_instructions("ifbench", "if_verifiable", "ifbench")
