@@ -36,6 +36,15 @@ def _wrapped(model: torch.nn.Module) -> bool:
     return isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__.startswith("FSDP")
 
 
+def _body_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """None when every row is right-padded (ones, then zeros): causal attention alone is then exact on the real
+    tokens (padding only ever sits after them), and SDPA can take its flash / GQA path instead of expanding K and V
+    for a mask. Otherwise the mask itself."""
+    lengths = attention_mask.sum(dim=1, keepdim=True)
+    prefix = torch.arange(attention_mask.shape[1], device=attention_mask.device)[None, :] < lengths
+    return None if torch.equal(attention_mask.bool(), prefix) else attention_mask
+
+
 def _chunk_logp_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +116,7 @@ def token_logprobs(
     if via_forward if via_forward is not None else _wrapped(model):
         keep = Tc + 1  # logits of positions T-keep .. T-1; the first completion token is predicted at min(start)-1
         logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+            input_ids=input_ids, attention_mask=_body_mask(attention_mask), use_cache=False, logits_to_keep=keep
         ).logits  # [B, keep, V]
         rows = logits[b_idx, pos - 1 - (T - logits.shape[1])]  # [N, V]
         for s in range(0, rows.shape[0], chunk_tokens):
@@ -116,7 +125,7 @@ def token_logprobs(
             ent_parts.append(ent if entropy_grad else ent.detach())
     else:
         body, head = _body_and_head(model)
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        hidden = body(input_ids=input_ids, attention_mask=_body_mask(attention_mask), use_cache=False).last_hidden_state
         h = hidden[b_idx, pos - 1]  # [N, H]
         weight, bias = head.weight, getattr(head, "bias", None)
         use_ckpt = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)

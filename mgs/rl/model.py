@@ -260,7 +260,8 @@ def finish_policy(
     gradient_checkpointing: bool,
     meta: dict[str, Any] | None = None,
 ) -> Policy:
-    """Common tail of every load: dtype/device, token ids in the generation config, checkpointing, LoRA."""
+    """Common tail of every load: dtype/device, token ids in the generation config, GQA decode attention,
+    checkpointing, LoRA."""
     tokenizer = prepare_tokenizer(tokenizer)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(
@@ -274,6 +275,9 @@ def finish_policy(
     if tokenizer.bos_token_id is not None:
         gc.bos_token_id = tokenizer.bos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
+    from mgs.rl.attention import use_gqa_decode
+
+    use_gqa_decode(model)  # decode attention without expanding the KV cache (same numbers; mgs/rl/attention.py)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # generation passes use_cache explicitly
