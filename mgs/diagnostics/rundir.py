@@ -87,8 +87,16 @@ class RunDir:
     def label(self) -> str:
         """Strategy label for tables: the strategy, plus granularity/method where surgery shapes the update.
 
-        `mgs` with granularity `global` is global PCGrad; with method `sum` it is Mixed RL computed per domain."""
+        `mgs` with granularity `global` is global PCGrad; with method `sum` it is Mixed RL computed per domain.
+        A run that trains one domain only (mixed with one weight > 0, or one single-domain stage) is `<domain>-only`;
+        a sequential run names its stage order, `sequential (math -> chat)`, so two orders are two table rows."""
         name = self.strategy
+        trained = self._trained_domains()
+        if len(trained) == 1 and len(self.domains) > 1:
+            return f"{trained[0]}-only"
+        if name == "sequential":
+            order = [st.get("name") or "+".join(st.get("domains") or {}) for st in self.cfg("strategy.stages") or []]
+            return f"sequential ({' -> '.join(order)})" if order else name
         if name != "mgs":
             return name
         gran, method = self.cfg("surgery.granularity", "module"), self.cfg("surgery.method", "pcgrad")
@@ -101,6 +109,15 @@ class RunDir:
     @property
     def domains(self) -> list[str]:
         return [d.get("name") or d.get("kind") for d in (self.cfg("domains", []) or [])]
+
+    def _trained_domains(self) -> list[str]:
+        """Domains that get training batches: weight > 0 (mixed / mgs), or named by a stage (sequential)."""
+        if self.strategy == "sequential":
+            named = {d for st in self.cfg("strategy.stages") or [] for d, w in (st.get("domains") or {}).items()
+                     if float(w) > 0}
+            return [d for d in self.domains if d in named]
+        specs = self.cfg("domains", []) or []
+        return [d.get("name") or d.get("kind") for d in specs if float(d.get("weight", 1.0)) > 0]
 
     # --- per-step metrics -----------------------------------------------------------------------------------
     @cached_property

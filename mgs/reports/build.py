@@ -4,7 +4,7 @@ and a markdown file with the PNGs beside it, from run directories only.
 Sections, in order (a section with nothing to show says so instead of disappearing, so readers know it was looked
 for): runs, strategies x benchmarks (mean ± std over seeds), per-domain reward, gradient cosine (whole model and per
 group type), conflict rate by layer and module type, gradient-norm ratio, entropy and response length, interference
-summary, forgetting and rigidity (sequential runs).
+summary, forgetting and rigidity (sequential runs), time and memory per strategy.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ SECTIONS = (
     "Entropy and response length",
     "Interference summary",
     "Forgetting and rigidity",
+    "Time and memory",
 )
 
 
@@ -52,7 +53,9 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir]) -> tuple[list[S
     if rows:
         s_main.tables.append((header, rows))
         s_main.text.append("Headline score of each evaluated set in percent (the final evaluation of each run: its "
-                           "latest `mgs eval`, else `after`); mean ± sample std over the seeds of a strategy.")
+                           "latest `mgs eval`, else `after`); mean ± sample std over the seeds of a strategy. Bold: the "
+                           "column's best mean, only where its lead over the runner-up exceeds the larger of the two "
+                           "stds (never with a single seed).")
         first = next(tables.final_eval(r) for r in runs if tables.final_eval(r) is not None)
         s_main.text.append(first["total"]["formula"] + ".")
         if any(h.endswith("*") for h in header):
@@ -74,18 +77,25 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir]) -> tuple[list[S
 
     s_heat = Section("Conflict rate by layer and module type")
     data["conflict_matrices"] = {}
-    for i, run in enumerate(runs):
+    by_label: dict[str, list[tuple[RunDir, list]]] = {}
+    for run in runs:
         rows_ = conflict.group_rows(run)
-        for pair in sorted({r.pair for r in rows_}):
-            m = conflict.conflict_matrix(run, pair, rows_)
-            data["conflict_matrices"][f"{plots.run_name(run)}/{pair}"] = m.__dict__
-            s_heat.figures.append((f"conflict_heatmap_{i}_{pair}", plots.conflict_heatmap(m, plots.run_name(run))))
+        if rows_:
+            by_label.setdefault(run.label, []).append((run, rows_))
+    for i, (label, group) in enumerate(by_label.items()):
+        seeds = ",".join(str(run.seed) for run, _ in group)
+        name = f"{label} seed{'s' if len(group) > 1 else ''} {seeds}"
+        for pair in sorted({r.pair for _, rows_ in group for r in rows_}):
+            m = _pooled([conflict.conflict_matrix(run, pair, rows_) for run, rows_ in group
+                         if any(r.pair == pair for r in rows_)])
+            data["conflict_matrices"][f"{name}/{pair}"] = m.__dict__
+            s_heat.figures.append((f"conflict_heatmap_{i}_{pair}", plots.conflict_heatmap(m, name)))
     if not s_heat.figures:
         s_heat.text.append("No per-group surgery statistics (RUN/surgery/step_*.json).")
     else:
         s_heat.text.append("Fraction of surgery steps on which the two domains' gradients had a negative inner product "
                            "inside the group; rows = decoder layer, columns = attention / MLP; embedding and LM head "
-                           "apart.")
+                           "apart. One heatmap per strategy and pair, pooled over its seeds (events summed).")
 
     s_ratio = Section("Gradient-norm ratio")
     _add(s_ratio, "norm_ratio", plots.norm_ratio(runs), "No surgery statistics.")
@@ -127,7 +137,44 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir]) -> tuple[list[S
         s_seq.text.append("Forgetting: score of a domain right after the stage that trained it minus its score after a "
                           "later stage. Rigidity: score of the single-domain run minus the score right after the "
                           "sequential stage that trained the domain. Percentage points; positive = lost.")
-    return [s_runs, s_main, s_reward, s_cos, s_heat, s_ratio, s_ent, s_int, s_seq], data
+    s_cost = Section("Time and memory")
+    header, rows = tables.cost_table(runs)
+    if rows:
+        s_cost.tables.append((header, rows))
+        s_cost.text.append("Per run: median over the steps after the first (compile / warm-up) of the step's times in "
+                           "seconds, max of the memory keys (peak GB is CUDA only); then mean ± std over the seeds. "
+                           "Runs that shared a GPU with other runs include that contention in their times; the "
+                           "surgery share (surgery s / step s) is the MGS overhead of the update itself.")
+    else:
+        s_cost.text.append("No time/* or mem/* metrics logged.")
+    return [s_runs, s_main, s_reward, s_cos, s_heat, s_ratio, s_ent, s_int, s_seq, s_cost], data
+
+
+def _pooled(ms: list[conflict.ConflictMatrix]) -> conflict.ConflictMatrix:
+    """Seeds of one strategy pooled: per cell, conflicted events / all events over the runs (their counts add)."""
+    if len(ms) == 1:
+        return ms[0]
+    layers = sorted({layer for m in ms for layer in m.layers})
+    parts = [p for p in dict.fromkeys(p for m in ms for p in m.parts)]
+    hits = [[0.0] * len(parts) for _ in layers]
+    counts = [[0] * len(parts) for _ in layers]
+    out_hits: dict[str, float] = {}
+    out_counts: dict[str, int] = {}
+    for m in ms:
+        for i, layer in enumerate(m.layers):
+            for j, part in enumerate(m.parts):
+                n = m.counts[i][j]
+                if n:
+                    a, b = layers.index(layer), parts.index(part)
+                    hits[a][b] += m.rate[i][j] * n
+                    counts[a][b] += n
+        for key, rate in m.outside.items():
+            n = m.outside_counts.get(key, 0)
+            out_hits[key] = out_hits.get(key, 0.0) + rate * n
+            out_counts[key] = out_counts.get(key, 0) + n
+    rate = [[h / n if n else math.nan for h, n in zip(hr, nr)] for hr, nr in zip(hits, counts)]
+    outside = {k: out_hits[k] / n if n else math.nan for k, n in out_counts.items()}
+    return conflict.ConflictMatrix(ms[0].pair, layers, parts, rate, counts, outside, out_counts)
 
 
 def _add(section: Section, stem: str, fig: Any, empty: str) -> None:

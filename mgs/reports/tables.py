@@ -1,5 +1,7 @@
 """Tables of a report: the paper-style strategies x benchmarks table (mean and std over seeds) and the interference
-summary per run and domain pair. Pure data -> rows of strings; `build` renders them as markdown and HTML."""
+summary per run and domain pair. Pure data -> rows of strings; `build` renders them as markdown and HTML.
+In the strategies table a column's best mean is bold only where it beats the runner-up by more than the spread
+(`clear_best`), so a bold cell is never a seed-noise winner."""
 
 from __future__ import annotations
 
@@ -62,7 +64,26 @@ def strategy_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str]], 
             data[label][name] = {"values": values, "mean": mean, "std": std}
             row.append(fmt(mean, std))
         rows.append(row)
+    for col, name in enumerate(sets + ["Total"], start=2):
+        best = clear_best({label: data[label][name] for label in data})
+        if best is not None:
+            row = rows[list(data).index(best)]
+            row[col] = f"**{row[col]}**"
+            data[best][name]["best"] = True
     return header, rows, data
+
+
+def clear_best(cells: dict[str, dict[str, Any]]) -> str | None:
+    """The label whose mean is highest *by more than the spread*: its lead over the runner-up exceeds the larger of
+    the two sample stds. None when fewer than two labels, a tie, or either has no std (one seed: spread unknown)."""
+    ranked = sorted(((c["mean"], label) for label, c in cells.items() if math.isfinite(c["mean"])), reverse=True)
+    if len(ranked) < 2:
+        return None
+    (top, label), (second, runner_up) = ranked[0], ranked[1]
+    spreads = [cells[label]["std"], cells[runner_up]["std"]]
+    if any(s is None for s in spreads):
+        return None
+    return label if top - second > max(spreads) else None
 
 
 def run_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str]]]:
@@ -86,4 +107,48 @@ def interference_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str
                          f"{s['cos_mean']:.3f}", f"{100 * s['cos_neg_frac']:.0f}%",
                          f"{s['norm_ratio_min']:.3g} / {s['norm_ratio_median']:.3g} / {s['norm_ratio_max']:.3g}",
                          f"{100 * s['groups_conflicted_frac_mean']:.0f}%"])
+    return header, rows
+
+
+COST_COLUMNS = (  # (metric key, column, reduce over a run's steps)
+    ("time/step_s", "step s", "median"),
+    ("time/rollout_s", "rollout s", "median"),
+    ("time/train_s", "fwd+bwd s", "median"),
+    ("time/surgery_s", "surgery s", "median"),
+    ("mem/peak_gb", "peak GB", "max"),
+    ("mem/domain_buffers_gb", "domain buffers GB", "max"),
+)
+
+
+def cost_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str]]]:
+    """Time and memory per strategy label: each run's median over its steps after the first (compile / warm-up)
+    of the time keys and its max of the memory keys, then mean ± std over the label's seeds; plus the surgery share
+    of the step time. Empty rows when no run logged these keys."""
+    by_label: dict[str, list[RunDir]] = defaultdict(list)
+    for run in runs:
+        by_label[run.label].append(run)
+    header = ["strategy", "runs"] + [col for _, col, _ in COST_COLUMNS] + ["surgery share"]
+    rows = []
+    for label, group in by_label.items():
+        per_key: dict[str, list[float]] = defaultdict(list)
+        for run in group:
+            for key, _, how in COST_COLUMNS:
+                steps, values = run.series(key)
+                values = [v for s, v in zip(steps, values) if s > 1] or values
+                if values:
+                    per_key[key].append(statistics.median(values) if how == "median" else max(values))
+        if not per_key:
+            continue
+        row = [label, str(len(group))]
+        for key, _, _ in COST_COLUMNS:
+            vals = per_key.get(key, [])
+            if not vals:
+                row.append("")
+                continue
+            mean = statistics.fmean(vals)
+            row.append(f"{mean:.3g}" + (f" ± {statistics.stdev(vals):.2g}" if len(vals) > 1 else ""))
+        step, surgery = per_key.get("time/step_s"), per_key.get("time/surgery_s")
+        share = statistics.fmean(surgery) / statistics.fmean(step) if step and surgery and statistics.fmean(step) else None
+        row.append(f"{100 * share:.1f}%" if share is not None else "")
+        rows.append(row)
     return header, rows
