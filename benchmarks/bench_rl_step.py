@@ -181,8 +181,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         save_partial(args, "ours", rows, policy.note)
     settings = {
         "trainer": "mgs.rl.trainer.Run (rollout + learn, no logging)", "strategy": args.strategy,
-        "rollout_backend": type(run.backend).__name__, "kv_cache": run.backend.cache_implementation,
-        "compiled_decode": run.backend.compile, "rollout_batch_rows": run.backend.max_batch_size,
+        "rollout_backend": type(run.backend).__name__, "kv_cache": getattr(run.backend, "cache_implementation", "static"),
+        "compiled_decode": run.backend.compile, "rollout_batch_rows": run.backend.max_batch_size or "all",
+        "compiled_training_forward": run.settings.compile,
         "micro_batch": f"{args.micro_batch_tokens} padded tokens, length-bucketed", "loss": "token mean (global)",
         "optimizer": "torch AdamW", "reference_model": bool(args.kl),
     }

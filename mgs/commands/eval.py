@@ -35,7 +35,8 @@ class EvalCommand:
                             "without it chat uses the offline similarity proxy, labelled as a proxy")
         p.add_argument("--template", default="none",
                        help="thinking template of the prompts (none, think_response, think); a run dir uses its own")
-        p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
+        p.add_argument("--batch-size", type=int, default=None,
+                       help="prompts per generate call (default 16 on CPU, 256 on CUDA)")
         p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset and of sampling")
         p.add_argument("--out", default=None, help="results JSON path (default: RUN/eval/<tag>.json or ./eval_<model>.json)")
         p.add_argument("--tag", default=None, help="name of the evaluation in RUN/eval/ (default: bench_<checkpoint>)")

@@ -58,7 +58,7 @@ class SuiteSettings:
     max_new_tokens: int = 512
     template: str = "none"
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int | None = None  # prompts per generate call; None: 16 on CPU, 256 on CUDA
     reward_model: str | None = None
 
 
@@ -98,7 +98,7 @@ def run_benchmarks(
         domain, proxy = _domain_for(bench, settings)
         samples = domain.load(bench.split, limit=settings.limit, seed=settings.seed)
         common = dict(max_new_tokens=settings.max_new_tokens, template=settings.template, seed=settings.seed,
-                      batch_size=settings.batch_size)
+                      batch_size=settings.batch_size or 16)
         main = bench.main_metric if not bench.chat else None
         res = evaluate_domain(backend, tokenizer, domain, samples, main_metric=main, **common)
         if bench.chat:
@@ -188,7 +188,6 @@ def evaluate_model(
     """Load the model (or RUN_DIR's latest checkpoint), run the benchmarks, write the results file.
     Returns (payload, path written)."""
     from mgs.diagnostics.rundir import RunDir, is_run_dir
-    from mgs.rl.rollout import HFGenerateBackend
 
     step = None
     if is_run_dir(model_or_run):
@@ -211,7 +210,12 @@ def evaluate_model(
         path = Path(out) if out else Path(f"eval_{Path(model_or_run).name or 'model'}.json")
         model_name = model_or_run
     policy.model.eval()
-    backend = HFGenerateBackend(policy.model, policy.tokenizer, max_batch_size=settings.batch_size)
+    from mgs.rl.rollout import ROLLOUT_BACKENDS
+
+    on_cuda = next(policy.model.parameters()).device.type == "cuda"
+    if settings.batch_size is None:
+        settings = SuiteSettings(**{**settings.__dict__, "batch_size": 256 if on_cuda else 16})
+    backend = ROLLOUT_BACKENDS.get("auto")(policy.model, policy.tokenizer)
     results, infos = run_benchmarks(backend, policy.tokenizer, benchmarks, settings, log=log)
     payload = write_eval(path, results, infos, tag=tag or path.stem, model=model_name, step=step)
     return payload, path

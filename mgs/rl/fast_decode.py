@@ -176,3 +176,14 @@ class GraphDecodeBackend:
                 token[:, None], (prompt_lens + step)[:, None], cache_position, mask, cache
             )
         return out[:n_real].tolist()
+
+
+@ROLLOUT_BACKENDS.register("auto")
+def auto_backend(model: torch.nn.Module, tokenizer: Any, *, compile: bool | None = None,
+                 max_batch_size: int | None = None):
+    """The fastest backend for the model's device: "graph" on CUDA (profiled on an H100, SmolLM2-135M bf16, 512 rows:
+    6.4 ms per decode step vs 9.4 ms for compiled `generate`; docs/performance.md), "hf" elsewhere (on CPU the
+    dynamic-cache `generate` needs no warm-up)."""
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    cls = GraphDecodeBackend if on_cuda else HFGenerateBackend
+    return cls(model, tokenizer, compile=compile, max_batch_size=max_batch_size)

@@ -117,6 +117,7 @@ class StepSettings:
     buffer_dtype: torch.dtype | None = torch.float32  # None: each parameter's own dtype (in-place, least memory)
     family: str | None = None  # model family for the partition rules
     temperature: float = 1.0  # sampling temperature: log-probs are those of the distribution that was sampled
+    compile: bool = False  # torch.compile the forward (mgs.rl.logprobs.token_logprobs)
 
 
 @dataclass
@@ -151,7 +152,8 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
     device = next(model.parameters()).device
     batch = _batch(samples, pad_id, device)
     logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
-                                   temperature=settings.temperature, entropy_grad=bool(settings.entropy_coef))
+                                   temperature=settings.temperature, entropy_grad=bool(settings.entropy_coef),
+                                   compile=settings.compile)
     mask = batch.completion_mask
     adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device)
     ref = None

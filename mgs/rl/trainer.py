@@ -127,6 +127,12 @@ def micro_batching(train_cfg, on_cuda: bool) -> tuple[int, str]:
     return (auto_size if unit == auto_unit else AUTO_MICRO_BATCH[unit == "tokens"][0]), unit
 
 
+def resolve_compile(setting: str, on_cuda: bool, distributed: bool) -> bool:
+    """train.compile -> whether the training forward is compiled: "auto" = single-process CUDA runs only (CPU compile
+    costs more than it saves on a short run; DDP/FSDP2 models take the wrapped `via_forward` path)."""
+    return {"on": True, "off": False, "auto": on_cuda and not distributed}[setting]
+
+
 def allocate(weights: dict[str, float], total: int) -> dict[str, int]:
     """Split `total` prompts over domains in proportion to `weights` (largest remainder, ties by order)."""
     wsum = sum(weights.values())
@@ -269,7 +275,8 @@ class Run:
             grad_clip=o.grad_clip, per_domain=self.plan.per_domain, surgery=self.plan.surgery,
             granularity=s.granularity, method=s.method, seed=cfg.train.seed, temperature=cfg.rollout.temperature,
             buffer_dtype={"param": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
-                          "float16": torch.float16}[s.buffer_dtype])
+                          "float16": torch.float16}[s.buffer_dtype],
+            compile=resolve_compile(cfg.train.compile, on_cuda, self.ctx.distributed))
         if self.ctx.distributed:
             self._startup_checks()
 

@@ -85,3 +85,10 @@ def test_greedy_graph_decoding_matches_plain_sdpa(smollm2_tokenizer):
     ref = GraphDecodeBackend(twin, smollm2_tokenizer).generate(prompts, **kwargs)
     assert [c.completion_ids for c in ours] == [c.completion_ids for c in ref]
     assert any(len(c.completion_ids) > 1 for c in ours)
+
+
+def test_auto_backend_is_hf_generate_on_cpu(tiny_policy):
+    from mgs.rl.rollout import ROLLOUT_BACKENDS, HFGenerateBackend
+
+    backend = ROLLOUT_BACKENDS.get("auto")(tiny_policy.model, tiny_policy.tokenizer, max_batch_size=3)
+    assert isinstance(backend, HFGenerateBackend) and backend.max_batch_size == 3
