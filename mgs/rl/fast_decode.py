@@ -47,7 +47,8 @@ class GraphDecodeBackend:
     """Rollouts with a hand-written decode loop (see the module docstring).
 
     compile: wrap the decode forward in `torch.compile(mode="reduce-overhead")` (default: on CUDA only).
-    length_multiple: prompt width rounded up to this (64 on CUDA, 1 on CPU) so the cache size rarely changes.
+    length_multiple: prompt width rounded up to this (64 on CUDA, 1 on CPU) so the cache size rarely changes; the
+    cache only grows, geometrically (`_cache_len_for`).
     row_multiple: rows rounded up to this (64 on CUDA, 1 on CPU) with dropped filler rows, so the graph's batch
     shape stays fixed. max_batch_size: rows per decode batch (default: all rows of a call in one batch).
     check_every: decode steps between the host reads of "have all rows finished?".
@@ -97,6 +98,15 @@ class GraphDecodeBackend:
         )
         return out.logits[:, -1]
 
+    def _cache_len_for(self, needed: int) -> int:
+        """The static cache length for a call needing `needed` positions. It only grows, and then by at least 1.5x
+        (rounded to `length_multiple`): every new cache length recompiles the decode graph (~45 s on an H100), so an
+        RL run whose prompts get longer now and then recompiles O(log) times, not once per new prompt width."""
+        if needed > self._max_cache_len:
+            grown = _round_up(int(self._max_cache_len * 1.5), self.length_multiple) if self._max_cache_len else 0
+            self._max_cache_len = max(needed, grown)
+        return self._max_cache_len
+
     def _get_cache(self, rows: int, cache_len: int):
         from transformers import StaticCache
 
@@ -145,8 +155,7 @@ class GraphDecodeBackend:
         n_rows = _round_up(n_real, self.row_multiple)
         prompts = prompts + [prompts[-1]] * (n_rows - n_real)  # filler rows, dropped at the end
         width = _round_up(max(len(p) for p in prompts), self.length_multiple)
-        self._max_cache_len = max(self._max_cache_len, width + max_new_tokens)
-        cache_len = self._max_cache_len
+        cache_len = self._cache_len_for(width + max_new_tokens)
         input_ids, prompt_mask = left_pad(prompts, width, self.pad_token_id)
         mask = torch.ones((n_rows, cache_len), dtype=torch.long)  # generated columns always attend
         mask[:, :width] = prompt_mask

@@ -137,3 +137,11 @@ def test_peft_and_gradient_checkpointing_policies_left_in_train_mode(smollm2_tok
         )
         assert [(c.completion_ids, c.finished) for c in got] == ref
         assert policy.model.training
+
+
+def test_cache_grows_geometrically_so_recompiles_stay_few(tiny_policy):
+    from mgs.rl.fast_decode import GraphDecodeBackend
+
+    backend = GraphDecodeBackend(tiny_policy.model, tiny_policy.tokenizer, length_multiple=64)
+    sizes = [backend._cache_len_for(n) for n in (300, 200, 320, 330, 460, 470, 1000)]
+    assert sizes == [300, 300, 512, 512, 512, 512, 1000]  # 320 > 300: at least 1.5 x 300 -> 512 (x64)
