@@ -5,6 +5,8 @@ is equivalent to the gold per math-verify, else 0 (no answer found counts as wro
 reason in `info["error"]`) only when the gold itself doesn't parse or the verifier crashed / timed out.
 Data: the offline arithmetic generator (default), local GSM8K/MATH JSONL files, or a Hugging Face dataset
 (`data.py`). Built from config as `MathDomain(name="math", **params)`.
+Speed: `score` extracts every answer, decides plain-integer pairs at once and runs the other checks on
+`verify_workers` math-verify processes in parallel (`answer.check_answers`); scores equal one-by-one `score_one`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any, Sequence
 
 from mgs.domains.base import DOMAINS, RewardResult, Sample
 from mgs.domains.math import arith
-from mgs.domains.math.answer import EXTRACTORS, check_answer, extract_answer
+from mgs.domains.math.answer import EXTRACTORS, CheckResult, check_answers, extract_answer
+from mgs.domains.math.verifier import default_pool_size
 from mgs.domains.math.data import SOURCES, Record
 
 __all__ = ["MathDomain"]
@@ -42,7 +45,9 @@ class MathDomain:
       procedural source "Answer with just the final number."; "" for none),
       `system_prompt` (default none).
     - reward: `answer_fallbacks` (subset of ["hash", "last_number"], default both), `timeout_s` (per check,
-      default 5), `max_answer_chars` (300).
+      default 5), `max_answer_chars` (300), `verify_workers` (math-verify processes a batch runs on; default
+      `verifier.default_pool_size()`: min(8, CPUs / local ranks)), `fast_integer_check` (default True: plain
+      integer pairs skip math-verify with the same verdict; False only to measure the slow path).
     """
 
     min_score = 0.0
@@ -71,6 +76,8 @@ class MathDomain:
         answer_fallbacks: Sequence[str] = ("hash", "last_number"),
         timeout_s: float = 5.0,
         max_answer_chars: int = 300,
+        verify_workers: int | None = None,
+        fast_integer_check: bool = True,
     ) -> None:
         SOURCES.get(source)  # fails early with the list of sources
         self.name, self.source = name, source
@@ -101,6 +108,10 @@ class MathDomain:
             raise ValueError(f"unknown answer_fallbacks {sorted(unknown)}; choose from {list(EXTRACTORS[1:])}")
         self.extractors = ("boxed",) + tuple(m for m in EXTRACTORS[1:] if m in answer_fallbacks)
         self.timeout_s, self.max_answer_chars = float(timeout_s), int(max_answer_chars)
+        if verify_workers is not None and int(verify_workers) < 1:
+            raise ValueError(f"verify_workers must be >= 1 (or null for the default), got {verify_workers}")
+        self.verify_workers = default_pool_size() if verify_workers is None else int(verify_workers)
+        self.fast_integer_check = bool(fast_integer_check)
 
     # ---- data ----
     def _records(self, split: str, limit: int | None, seed: int) -> list[Record]:
@@ -145,32 +156,53 @@ class MathDomain:
         ]
 
     # ---- reward ----
-    def score_one(self, gold: Any, response: str) -> RewardResult:
+    def _extract(self, gold: Any, response: Any) -> RewardResult | tuple[dict[str, Any], str]:
+        """The result when no check is needed (bad input, no answer found), else (info, extracted answer)."""
+        if not isinstance(gold, str) or not gold.strip():
+            return RewardResult.unscorable(f"gold answer must be a non-empty string, got {gold!r}")
+        if not isinstance(response, str):
+            return RewardResult.unscorable(f"response must be a string, got {type(response).__name__}")
+        found = extract_answer(response, self.extractors)
+        extracted = found.answer if found.answer is None else found.answer[: self.max_answer_chars + 20]
+        info: dict[str, Any] = {"extracted": extracted, "method": found.method, "gold": gold}
+        if found.answer is None:
+            return RewardResult(0.0, {"correct": 0.0}, {**info, "error": None})
+        return info, found.answer
+
+    @staticmethod
+    def _result(info: dict[str, Any], check: CheckResult) -> RewardResult:
+        info = {**info, "error": check.error}
+        if check.correct is None:
+            return RewardResult(None, {}, info)
+        score = 1.0 if check.correct else 0.0
+        return RewardResult(score, {"correct": score}, info)
+
+    def _score_all(self, golds: Sequence[Any], responses: Sequence[Any], workers: int) -> list[RewardResult]:
+        out: list[Any] = []
+        for gold, response in zip(golds, responses):
+            try:
+                out.append(self._extract(gold, response))
+            except Exception as e:  # noqa: BLE001 - a reward never raises on model output
+                out.append(RewardResult.unscorable(f"math reward crashed: {type(e).__name__}: {e}"))
+        todo = [i for i, r in enumerate(out) if not isinstance(r, RewardResult)]
         try:
-            if not isinstance(gold, str) or not gold.strip():
-                return RewardResult.unscorable(f"gold answer must be a non-empty string, got {gold!r}")
-            if not isinstance(response, str):
-                return RewardResult.unscorable(f"response must be a string, got {type(response).__name__}")
-            found = extract_answer(response, self.extractors)
-            extracted = found.answer if found.answer is None else found.answer[: self.max_answer_chars + 20]
-            info: dict[str, Any] = {"extracted": extracted, "method": found.method, "gold": gold}
-            if found.answer is None:
-                return RewardResult(0.0, {"correct": 0.0}, {**info, "error": None})
-            check = check_answer(
-                gold, found.answer, timeout_s=self.timeout_s, max_answer_chars=self.max_answer_chars
-            )
-            info["error"] = check.error
-            if check.correct is None:
-                return RewardResult(None, {}, info)
-            score = 1.0 if check.correct else 0.0
-            return RewardResult(score, {"correct": score}, info)
+            checks = check_answers([golds[i] for i in todo], [out[i][1] for i in todo], workers=workers,
+                                   timeout_s=self.timeout_s, max_answer_chars=self.max_answer_chars,
+                                   fast_path=self.fast_integer_check)
+            for i, check in zip(todo, checks):
+                out[i] = self._result(out[i][0], check)
         except Exception as e:  # noqa: BLE001 - a reward never raises on model output
-            return RewardResult.unscorable(f"math reward crashed: {type(e).__name__}: {e}")
+            for i in todo:
+                out[i] = RewardResult.unscorable(f"math reward crashed: {type(e).__name__}: {e}")
+        return out
+
+    def score_one(self, gold: Any, response: str) -> RewardResult:
+        return self._score_all([gold], [response], workers=1)[0]
 
     def score(self, samples: Sequence[Sample], responses: Sequence[str]) -> list[RewardResult]:
         if len(samples) != len(responses):
             raise ValueError(f"{len(samples)} samples but {len(responses)} responses: pass one per sample")
-        return [self.score_one(s.target, r) for s, r in zip(samples, responses)]
+        return self._score_all([s.target for s in samples], responses, workers=self.verify_workers)
 
     def metrics(self, samples: Sequence[Sample], results: Sequence[RewardResult]) -> dict[str, float]:
         """accuracy = mean score over scorable results (None excluded, counted in none_frac);

@@ -4,7 +4,7 @@ Why a process: some answers make sympy compute for minutes inside one C call tha
 (`10^{10^{10^{10}}}`), which no thread deadline can interrupt; a process can be killed. It also gets an
 address-space limit so a huge integer dies with MemoryError instead of eating the machine.
 Reply: `{"correct": bool}`, or `{"gold_error": str}` when the gold doesn't parse, or `{"error": str}`.
-Started and killed by `answer.MathVerifier`; not meant to be run by hand.
+Started and killed by `verifier.MathVerifier` (one per pool slot); not meant to be run by hand.
 """
 
 from __future__ import annotations

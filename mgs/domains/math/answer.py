@@ -12,22 +12,22 @@ off (`parsing_timeout=None`, `timeout_seconds=None`) and bound the work ourselve
    an address-space limit); if it has not replied after `timeout_s` it is killed (and restarted on the next call)
    and the check returns `None` ("can't score", reason in the error). A thread could not do this: some answers
    (`10^{10^{10^{10}}}`) make sympy compute inside one C call that holds the GIL, which no thread deadline interrupts.
-This works from any thread (calls are serialised by a lock), costs ~1-2 s once to start the worker, and never raises.
+Speed (a GRPO step scores hundreds of answers): when gold and answer are both plain integers after normalisation
+the verdict is integer equality, computed here without a worker round trip (`integer_verdict`, which gives exactly
+math-verify's verdict and declines anything it is not sure of); the rest go to a pool of workers (`verifier.py`),
+and `check_answers` runs a batch on several threads, one worker each. Results never depend on the path taken.
+Works from any thread, costs ~0.5-2 s once per worker started, and never raises.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
-import os
 import re
-import select
-import subprocess
-import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+from mgs.domains.math.verifier import VerifierPool
 
 EXTRACTORS = ("boxed", "hash", "last_number")
 """Extraction methods, tried in this order; `answer_fallbacks` of the domain may switch the last two off."""
@@ -123,75 +123,52 @@ def _max_depth(text: str) -> int:
     return max_depth
 
 
-class MathVerifier:
-    """Client of one `_verify_worker` child process; thread-safe; restarts the child after a kill or a crash."""
-
-    def __init__(self, max_memory_mb: int = 2048, start_timeout_s: float = 60.0) -> None:
-        self.max_memory_mb, self.start_timeout_s = max_memory_mb, start_timeout_s
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self._owner_pid = -1
-        self.restarts = 0
-
-    def _start(self) -> subprocess.Popen:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[3])  # so the child imports this same `mgs`
-        env["PYTHONPATH"] = root + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else root
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mgs.domains.math._verify_worker", str(self.max_memory_mb)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-        )
-        if self._read(proc, self.start_timeout_s) != {"ready": True}:
-            self._kill(proc)
-            raise RuntimeError(f"the math-verify worker did not start within {self.start_timeout_s:g} s")
-        self._owner_pid = os.getpid()
-        return proc
-
-    @staticmethod
-    def _read(proc: subprocess.Popen, timeout_s: float) -> dict | None:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-        if not ready:
-            return None
-        line = proc.stdout.readline()
-        return json.loads(line) if line else None
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        proc.kill()
-        proc.wait()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._proc is not None and self._owner_pid == os.getpid():
-                self._kill(self._proc)
-            self._proc = None
-
-    def check(self, gold: str, answer: str, timeout_s: float) -> dict:
-        """The worker's reply ({"correct"} | {"gold_error"} | {"error"}); raises TimeoutError/RuntimeError."""
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None or self._owner_pid != os.getpid():
-                self._proc = self._start()  # first call, after a kill/crash, or in a forked child process
-            proc = self._proc
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(json.dumps({"gold": gold, "answer": answer}) + "\n")
-                proc.stdin.flush()
-                reply = self._read(proc, timeout_s)
-            except (OSError, ValueError) as e:
-                reply, why = None, f"worker pipe failed: {e}"
-            else:
-                why = f"verification did not finish within {timeout_s:g} s"
-            if reply is None:
-                self._kill(proc)
-                self._proc = None
-                self.restarts += 1
-                raise TimeoutError(why)
-            return reply
+_PLAIN_INTEGER_RE = re.compile(r"(-?)([0-9]{1,15})(?:\.0{1,6})?")
+"""A normalised answer the fast path decides: optional ASCII minus, 1-15 ASCII digits (leading zeros allowed), and an
+optional `.0`..`.000000`. The 15-digit cap is caution (a double holds every such integer exactly); longer numbers
+go to math-verify."""
 
 
-VERIFIER = MathVerifier()
+def integer_verdict(gold: str, answer: str) -> bool | None:
+    """math-verify's verdict on a pair of normalised answers when both are plain integers (see `_PLAIN_INTEGER_RE`):
+    integer equality (math-verify compares two sympy Integers with `==`; `-0` is `0`, `007` is `7`, `5.0` is `5`).
+    None for anything else (fractions, unicode minus, `+5`, exponents, units, ...): the worker decides those."""
+    g, a = _PLAIN_INTEGER_RE.fullmatch(gold), _PLAIN_INTEGER_RE.fullmatch(answer)
+    if g is None or a is None:
+        return None
+    return int(g.group(1) + g.group(2)) == int(a.group(1) + a.group(2))
+
+
+VERIFIER = VerifierPool()
+"""The process-wide worker pool (workers start on demand; `reserve(n)` lets a batch use n of them)."""
 atexit.register(VERIFIER.close)
+
+
+def _precheck(
+    gold: str, answer: str, max_answer_chars: int, max_brace_depth: int, fast_path: bool
+) -> CheckResult | tuple[str, str]:
+    """The verdict when it needs no worker (caps, bad gold, plain integers), else the normalised (gold, answer)."""
+    if len(answer) > max_answer_chars:
+        return CheckResult(False, f"answer longer than {max_answer_chars} chars: not checked, counted wrong")
+    if _max_depth(answer) > max_brace_depth:
+        return CheckResult(False, f"answer nested deeper than {max_brace_depth} braces: not checked, counted wrong")
+    if _max_depth(gold) < 0 or gold.count("{") != gold.count("}"):
+        return CheckResult(None, f"gold answer {gold[:200]!r} has unbalanced braces")
+    gold_n, answer_n = normalize_answer(gold), normalize_answer(answer)
+    verdict = integer_verdict(gold_n, answer_n) if fast_path else None
+    return (gold_n, answer_n) if verdict is None else CheckResult(verdict)
+
+
+def _ask_worker(gold_n: str, answer_n: str, timeout_s: float) -> CheckResult:
+    try:
+        reply = VERIFIER.check(gold_n, answer_n, timeout_s)
+    except Exception as e:  # noqa: BLE001 - timeouts, a dead worker: "can't score", never a crash
+        return CheckResult(None, f"verifier failed: {type(e).__name__}: {e}")
+    if "gold_error" in reply:
+        return CheckResult(None, reply["gold_error"])
+    if "error" in reply:
+        return CheckResult(None, f"verifier failed: {reply['error']}")
+    return CheckResult(bool(reply["correct"]))
 
 
 def check_answer(
@@ -201,20 +178,43 @@ def check_answer(
     timeout_s: float = 5.0,
     max_answer_chars: int = 300,
     max_brace_depth: int = 20,
+    fast_path: bool = True,
 ) -> CheckResult:
-    """Is `answer` (an extracted final answer) equivalent to `gold`? Never raises."""
-    if len(answer) > max_answer_chars:
-        return CheckResult(False, f"answer longer than {max_answer_chars} chars: not checked, counted wrong")
-    if _max_depth(answer) > max_brace_depth:
-        return CheckResult(False, f"answer nested deeper than {max_brace_depth} braces: not checked, counted wrong")
-    if _max_depth(gold) < 0 or gold.count("{") != gold.count("}"):
-        return CheckResult(None, f"gold answer {gold[:200]!r} has unbalanced braces")
-    try:
-        reply = VERIFIER.check(normalize_answer(gold), normalize_answer(answer), timeout_s)
-    except Exception as e:  # noqa: BLE001 - timeouts, a dead worker: "can't score", never a crash
-        return CheckResult(None, f"verifier failed: {type(e).__name__}: {e}")
-    if "gold_error" in reply:
-        return CheckResult(None, reply["gold_error"])
-    if "error" in reply:
-        return CheckResult(None, f"verifier failed: {reply['error']}")
-    return CheckResult(bool(reply["correct"]))
+    """Is `answer` (an extracted final answer) equivalent to `gold`? Never raises. `fast_path=False` sends plain
+    integers to math-verify too (same verdicts, slower: for tests and benchmarks)."""
+    pre = _precheck(gold, answer, max_answer_chars, max_brace_depth, fast_path)
+    return pre if isinstance(pre, CheckResult) else _ask_worker(*pre, timeout_s)
+
+
+def check_answers(
+    golds: Sequence[str],
+    answers: Sequence[str],
+    *,
+    workers: int = 1,
+    timeout_s: float = 5.0,
+    max_answer_chars: int = 300,
+    max_brace_depth: int = 20,
+    fast_path: bool = True,
+) -> list[CheckResult]:
+    """`check_answer` of each pair, in order; the distinct pairs that need math-verify run on up to `workers`
+    threads, each with its own worker process (same results as one by one). Never raises on the answers."""
+    if len(golds) != len(answers):
+        raise ValueError(f"{len(golds)} golds but {len(answers)} answers: pass one gold per answer")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    results = [_precheck(g, a, max_answer_chars, max_brace_depth, fast_path) for g, a in zip(golds, answers)]
+    todo: dict[tuple[str, str], list[int]] = {}  # each distinct normalised pair is checked once (GRPO groups repeat)
+    for i, r in enumerate(results):
+        if not isinstance(r, CheckResult):
+            todo.setdefault(r, []).append(i)
+    threads = min(int(workers), len(todo))
+    if threads <= 1:
+        replies = [_ask_worker(*pair, timeout_s) for pair in todo]
+    else:
+        VERIFIER.reserve(threads)
+        with ThreadPoolExecutor(threads, thread_name_prefix="math-verify") as pool:
+            replies = list(pool.map(lambda pair: _ask_worker(*pair, timeout_s), todo))
+    for indices, reply in zip(todo.values(), replies):
+        for i in indices:
+            results[i] = reply
+    return results  # type: ignore[return-value]
