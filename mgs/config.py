@@ -133,7 +133,8 @@ class TrainConfig:
     seed: int = opt(0, "Seed of data order, sampling and surgery order.")
     out_dir: str = opt("runs/default", "Run directory.")
     micro_batch_size: int = opt(0, "Micro-batch size for forward/backward, in `micro_batch_unit`s; 0 = auto "
-                                "(16 samples on CPU, 32768 tokens on CUDA).")
+                                "(16 samples on CPU; on CUDA a token budget sized from memory: 32768 on the first "
+                                "step, then what fits 60% of the memory at the measured activation bytes per token).")
     micro_batch_unit: str = opt("auto", "Unit of micro_batch_size: auto = samples on CPU, tokens on CUDA (sequences "
                                 "bucketed by length, so a token budget wastes little padding).",
                                 ("auto", "samples", "tokens"))

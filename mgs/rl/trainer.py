@@ -117,6 +117,28 @@ def sequential_plan(cfg: Config) -> Plan:
 AUTO_MICRO_BATCH = {False: (16, "samples"), True: (32768, "tokens")}  # by "on CUDA": CPU memory is small per core
 
 
+class TokenBudget:
+    """The micro-batch token budget of an auto-sized CUDA run, sized from memory: after each update the activation
+    bytes per padded token are read off the peak memory (peak - what was allocated before, over the largest
+    micro-batch), and the next budget is what fits `fraction` of the memory this process can get, rounded down to
+    4096 tokens, at most 2x the last one (grows step by step), within [floor, cap]. Fewer, larger micro-batches
+    cost fewer launches per token, and MGS (one micro-batch series per domain) needs no more of them than Mixed RL.
+    The first step uses `start` (AUTO_MICRO_BATCH's 32768), which fits a 135M-1B model on a 24 GB card."""
+
+    def __init__(self, start: int = 32768, fraction: float = 0.6, floor: int = 4096, cap: int = 262144) -> None:
+        self.value, self.fraction, self.floor, self.cap = start, fraction, floor, cap
+
+    def observe(self, base_bytes: int, peak_bytes: int, largest_tokens: int, available_bytes: int) -> int:
+        """available_bytes: free device memory + what this process holds (allocated or cached)."""
+        if largest_tokens <= 0 or peak_bytes <= base_bytes:
+            return self.value
+        per_token = (peak_bytes - base_bytes) / largest_tokens
+        room = self.fraction * available_bytes - base_bytes
+        fit = int(room / per_token) // 4096 * 4096
+        self.value = max(self.floor, min(self.cap, 2 * self.value, fit))
+        return self.value
+
+
 def micro_batching(train_cfg, on_cuda: bool) -> tuple[int, str]:
     """(size, unit) of the step's micro-batches: `train.micro_batch_size`/`micro_batch_unit`, `0`/`auto` filled per
     device (tokens on CUDA: one long-sequence micro-batch costs what a short one does, so count tokens, not samples)."""
@@ -265,6 +287,8 @@ class Run:
             trainable, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
             weight_decay=cfg.optim.weight_decay, **({"fused": True} if on_cuda and not self.parallel.sharded else {}))
         self.micro_batch_size, self.micro_batch_unit = micro_batching(cfg.train, on_cuda)
+        auto_tokens = on_cuda and not cfg.train.micro_batch_size and self.micro_batch_unit == "tokens"
+        self.token_budget = TokenBudget(self.micro_batch_size) if auto_tokens and not self.ctx.distributed else None
         # sharded models generate eagerly: a compiled decode step would trace FSDP2's hooks (not tested)
         backend_cls = ROLLOUT_BACKENDS.get(cfg.rollout.backend)
         eager = self.parallel.sharded and "compile" in inspect.signature(backend_cls).parameters
@@ -397,9 +421,23 @@ class Run:
                     micro_batch_size=self.micro_batch_size, unit=self.micro_batch_unit, ctx=self.ctx,
                     parallel=self.parallel, keep_domain_grads=keep_domain_grads)
             else:
+                budget = self.token_budget
+                if budget is not None:
+                    self.micro_batch_size = budget.value
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
                 schedule = plan_schedule(samples, stage_domains, self.micro_batch_size, self.micro_batch_unit)
                 outcome = update(self.model, self.optimizer, samples, schedule, self.settings, step=step,
                                  pad_id=pad_id, keep_domain_grads=keep_domain_grads)
+                if budget is not None:
+                    largest = max((len(mb.indices) * max(len(samples[i].prompt_ids) + len(samples[i].completion_ids)
+                                                        for i in mb.indices) for mb in schedule.micro_batches
+                                   if mb.indices), default=0)
+                    free, _ = torch.cuda.mem_get_info()
+                    outcome.metrics["train/micro_batch_tokens"] = float(self.micro_batch_size)
+                    budget.observe(base, torch.cuda.max_memory_allocated(), largest,
+                                   free + torch.cuda.memory_reserved())
         except torch.OutOfMemoryError as e:
             raise torch.OutOfMemoryError(
                 f"out of memory in the training step: lower train.micro_batch_size (now {self.micro_batch_size}"

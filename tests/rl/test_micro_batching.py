@@ -25,3 +25,18 @@ def test_buffer_dtype_param_is_the_default_and_validated():
     assert load_config(None, []).surgery.buffer_dtype == "param"
     with pytest.raises(ConfigError, match="buffer_dtype"):
         load_config(None, ["surgery.buffer_dtype=int8"])
+
+
+def test_token_budget_from_memory():
+    from mgs.rl.trainer import TokenBudget
+
+    gb = 1 << 30
+    b = TokenBudget(32768)
+    # 16 GB of activations for a 32768-token micro-batch (0.5 MB/token), 2 GB held before, 80 GB available:
+    # 0.6 * 80 - 2 = 46 GB fits 94208 tokens (4096-rounded), but growth is capped at 2x per step
+    assert b.observe(2 * gb, 18 * gb, 32768, 80 * gb) == 65536
+    assert b.observe(2 * gb, 34 * gb, 65536, 80 * gb) == 94208
+    # memory got tight (another process): shrink at once, never below the floor
+    assert b.observe(2 * gb, 34 * gb, 65536, 12 * gb) == 8192  # 0.6 * 12 - 2 = 5.2 GB: 10649 tokens
+    assert b.observe(2 * gb, 34 * gb, 65536, 3 * gb) == 4096
+    assert b.observe(2 * gb, 2 * gb, 65536, 80 * gb) == 4096  # no measurement: unchanged
