@@ -7,6 +7,8 @@ token ids of varied lengths, random advantages) are injected straight into `mgs.
 trainer runs.
 
 Variants (each on the same samples, each with its own best batching):
+Each variant runs at every `--micro-batch-tokens` budget given; "vs mixed" is against the fastest Mixed RL row, and
+the "best" lines compare each variant's fastest budget with it (each with its own best batching).
 - mixed: Mixed RL as the trainer runs it without monitor mode: one backward over all domains' samples bucketed by
   length together (the domains don't matter), plain `.grad`, no per-domain buffers.
 - mgs-sum: per-domain gradients (micro-batches grouped by domain) combined by the plain sum: the cost of keeping
@@ -78,17 +80,18 @@ class Variant:
     """One update configuration with its own schedule (best batching) and optimizer; `run_once` times one update."""
 
     def __init__(self, name: str, model: torch.nn.Module, samples: list[TrainSample], order: list[str], args,
-                 pad_id: int, family: str | None) -> None:
+                 pad_id: int, family: str | None, budget: int, label: str) -> None:
         per_domain, surgery, granularity, method = VARIANTS[name]
         if per_domain:
             self.samples, run_order = samples, order
         else:  # Mixed RL's own best batching: one length-bucketed pool, domains ignored
             self.samples = [TrainSample("all", s.prompt_ids, s.completion_ids, s.advantage) for s in samples]
             run_order = ["all"]
-        self.name, self.model, self.pad_id = name, model, pad_id
+        self.name, self.label, self.budget, self.model, self.pad_id = name, label, budget, model, pad_id
         self.device = next(model.parameters()).device
-        self.schedule = plan_schedule(self.samples, run_order, args.micro_batch_tokens, unit="tokens")
+        self.schedule = plan_schedule(self.samples, run_order, budget, unit="tokens")
         self.settings = StepSettings(per_domain=per_domain, surgery=surgery, granularity=granularity, method=method,
+                                     compile=args.compile_forward,
                                      buffer_dtype=BUFFER_DTYPES[args.buffer_dtype], family=family, seed=args.seed)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                            weight_decay=0.0, fused=True if self.device.type == "cuda" else None)
@@ -118,7 +121,7 @@ class Variant:
     def result(self) -> dict[str, Any]:
         rows = self.rows
         med = {k: statistics.median(r[k] for r in rows) for k in ("update_s", "train_s", "surgery_s", "optim_s")}
-        return {"variant": self.name, "micro_batches": len(self.schedule.micro_batches), "rows": rows, **med,
+        return {"variant": self.label, "kind": self.name, "budget": self.budget, "micro_batches": len(self.schedule.micro_batches), "rows": rows, **med,
                 "update_s_min": min(r["update_s"] for r in rows), "buffers_gb": rows[-1]["buffers_gb"],
                 "peak_update_gb": self.peak_extra}
 
@@ -171,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-domain", type=int, default=64, help="samples per domain (e.g. 8 prompts x G=8)")
     ap.add_argument("--prompt-tokens", default="60,160", help="min,max prompt length")
     ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--micro-batch-tokens", type=int, default=None, help="default 32768 on CUDA, 4096 on CPU")
+    ap.add_argument("--micro-batch-tokens", default=None,
+                    help="comma list of padded-token budgets, each variant runs at each (its best is the one that "
+                         "counts); default 32768 on CUDA, 4096 on CPU")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                    help="torch.compile the training forward as the trainer's train.compile (auto = on CUDA)")
     ap.add_argument("--buffer-dtype", default="param", choices=list(BUFFER_DTYPES),
                     help="param = the model's dtype (in place, (D-1) extra gradients); others copy (D + 1)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {list(VARIANTS)}")
@@ -192,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    args.micro_batch_tokens = args.micro_batch_tokens or (32768 if args.device.startswith("cuda") else 4096)
+    budgets = [int(x) for x in str(args.micro_batch_tokens or (32768 if args.device.startswith("cuda") else 4096)).split(",")]
+    args.compile_forward = {"on": True, "off": False, "auto": args.device.startswith("cuda")}[args.compile]
 
     from mgs.rl.model import build_tiny_policy, load_policy
 
@@ -218,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
 
     # Round-robin over the variants (rep 1 of each, rep 2 of each, ...): load drift hits all variants alike.
-    variants = [Variant(name, model, samples, order, args, policy.tokenizer.pad_token_id, family)
-                for name in args.variants.split(",")]
+    variants = [Variant(name, model, samples, order, args, policy.tokenizer.pad_token_id, family, budget,
+                        name if len(budgets) == 1 else f"{name}@{budget // 1024}k" if budget >= 1024 else f"{name}@{budget}")
+                for budget in budgets for name in args.variants.split(",")]
     t_timed = None
     for rep in range(args.warmup + args.reps):
         if rep == args.warmup:
@@ -238,19 +247,24 @@ def main(argv: list[str] | None = None) -> int:
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print()
     print(f"model: {policy.note} ({args.dtype}, {numel / 1e6:.1f}M trainable) on {dev_name}; D={args.domains} x "
-          f"{args.per_domain} samples ({tokens} tokens), micro-batches <= {args.micro_batch_tokens} padded tokens, "
-          f"buffers {args.buffer_dtype}; median of {args.reps} updates after {args.warmup} warm-up")
-    base = next((r for r in results if r["variant"] == "mixed"), None)
-    print(f"{'variant':<12}{'mbs':>5}{'update ms':>11}{'vs mixed':>10}{'train ms':>10}{'surgery ms':>12}"
+          f"{args.per_domain} samples ({tokens} tokens), micro-batches <= {'/'.join(map(str, budgets))} padded tokens, "
+          f"compiled forward {args.compile_forward}, buffers {args.buffer_dtype}; median of {args.reps} updates after {args.warmup} warm-up")
+    base = min((r for r in results if r["kind"] == "mixed"), key=lambda r: r["update_s"], default=None)
+    print(f"{'variant':<16}{'mbs':>5}{'update ms':>11}{'vs mixed':>10}{'train ms':>10}{'surgery ms':>12}"
           f"{'optim ms':>10}{'peak GB':>9}{'+GB':>8}{'buffers GB':>12}")
     for r in results:
         rel = f"{100 * (r['update_s'] / base['update_s'] - 1):+.1f}%" if base else "-"
         peak = "-" if r["peak_update_gb"] is None else f"{r['peak_update_gb']:.3f}"
         extra = ("-" if r["peak_update_gb"] is None or not base or base["peak_update_gb"] is None
                  else f"{r['peak_update_gb'] - base['peak_update_gb']:+.3f}")
-        print(f"{r['variant']:<12}{r['micro_batches']:>5}{1000 * r['update_s']:>11.1f}{rel:>10}"
+        print(f"{r['variant']:<16}{r['micro_batches']:>5}{1000 * r['update_s']:>11.1f}{rel:>10}"
               f"{1000 * r['train_s']:>10.1f}{1000 * r['surgery_s']:>12.2f}{1000 * r['optim_s']:>10.1f}{peak:>9}"
               f"{extra:>8}{r['buffers_gb']:>12.3f}")
+    if len(budgets) > 1 and base:
+        for kind in dict.fromkeys(r["kind"] for r in results):
+            best = min((r for r in results if r["kind"] == kind), key=lambda r: r["update_s"])
+            print(f"best {kind}: {best['variant']} {1000 * best['update_s']:.1f} ms "
+                  f"({100 * (best['update_s'] / base['update_s'] - 1):+.1f}% vs the best mixed, {base['variant']})")
     book = bookkeeping_ms(params, args.domains, BUFFER_DTYPES[args.buffer_dtype], reps=5)
     print(f"norm/finite bookkeeping of one MGS step (D={args.domains}, {len(params)} tensors): per-tensor host syncs "
           f"(before ac9d36c) {book['per_tensor']:.1f} ms, batched on device (now) {book['batched']:.1f} ms")

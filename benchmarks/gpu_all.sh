@@ -2,13 +2,14 @@
 # All speed benchmarks of the "Fast" issue in one command on the GPU machine (one H100/H200), within
 # MGS_BENCH_TOTAL_S (default 540) seconds in all:
 #   1. bench_rl_step      ours vs TRL 1.16 GRPOTrainer, SmolLM2-135M bf16, GSM8K, 64 prompts x 8, 256 new tokens, kl 0;
-#                         1 warm-up step (compile) + 4 timed per side, each side <= 200 s; a side that runs out of
-#                         time still reports the steps it finished (marked PARTIAL)
-#   2. bench_mgs_overhead MGS (sum/module/tensor/global) vs Mixed RL update, SmolLM2 bf16, 3 domains x 32 samples,
-#                         128 new tokens, 10 reps (fewer if its time budget runs out)
-#   3. surgery            surgery alone on Qwen2.5-7B-shaped gradients (28 layers, as many as fit), 3 iterations
-#   4. rollout_static     our generate backend, compiled static cache, 64 x 8 x 256 (first call = compile)
-#   5. rollout_dynamic    the same rollout with the dynamic cache, one run (the uncompiled reference)
+#                         ours 2 warm-up steps (decode graph + training forward compile, memory-sized budget), TRL 1;
+#                         then 5 timed per side, each side <= 200 s; a side that runs out of time still reports the
+#                         steps it finished (marked PARTIAL)
+#   2. bench_mgs_overhead MGS (module PCGrad) vs Mixed RL update on identical fixed rollouts, 3 domains x 171 samples
+#                         (the rl_step batch), budgets 32768 and 65536 tokens each (each side's best counts), 20 reps
+#   3. bench_reward       scoring 512 completions per domain (math: fast path + verifier pool; ifeval; chat proxy)
+#   4-6. surgery alone, rollout_static, rollout_dynamic: only if time is left (numbers from earlier runs in
+#                         docs/performance.md)
 # Each part has its own time limit, capped so that the parts after it keep their minimum (RESERVE) before the
 # overall deadline, and its own log ($OUT/<part>.log, JSON next to it); a failing part is reported and the others
 # still run. The short tables are printed at the end.
@@ -57,15 +58,18 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # The GGUF -> safetensors conversion (~20 s, once per machine) before anything is timed.
 part prepare "$(cap 90 400)" "$PY" -c "from mgs.rl.model import cached_alias_dir; print(cached_alias_dir('smollm2-135m-instruct'))"
 
-# minimum seconds kept for the parts after rl_step: mgs_overhead 45, surgery 60, rollout_static 75, dynamic 25
-RL_LIMIT=$(cap 420 205)
+# minimum seconds kept for the parts after rl_step: mgs_overhead 150, reward 40
+RL_LIMIT=$(cap 330 190)
 part rl_step "$RL_LIMIT" "$PY" benchmarks/bench_rl_step.py --device cuda --model smollm2-135m-instruct \
   --dtype bfloat16 "${DATA_ARG[@]}" --prompts 64 --samples 8 --max-new-tokens 256 --temperature 0.7 --kl 0 \
-  --steps 4 --warmup 1 --timeout 200 --total-timeout $((RL_LIMIT - 15)) --out "$OUT/rl_step.json"
+  --steps 5 --warmup 1 --ours-warmup 2 --timeout 200 --total-timeout $((RL_LIMIT - 15)) --out "$OUT/rl_step.json"
 
-part mgs_overhead "$(cap 60 160)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
-  --model smollm2-135m-instruct --dtype bfloat16 --domains 3 --per-domain 32 --max-new-tokens 128 --reps 10 \
-  --warmup 2 --time-budget 20 --out "$OUT/mgs_overhead.json"
+part mgs_overhead "$(cap 150 40)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
+  --model smollm2-135m-instruct --dtype bfloat16 --domains 3 --per-domain 171 --max-new-tokens 256 \
+  --variants mixed,mgs-module --micro-batch-tokens 32768,65536 --reps 20 --warmup 2 --time-budget 60 \
+  --out "$OUT/mgs_overhead.json"
+
+part reward "$(cap 60 0)" "$PY" benchmarks/bench_reward.py --n 512 --reps 7 --chat --out "$OUT/reward.json"
 
 part surgery "$(cap 100 100)" "$PY" benchmarks/bench_surgery.py --device cuda --layers 28 --iters 3 --warmup 1
 
@@ -83,6 +87,7 @@ echo
 show() { [ -f "$OUT/$1.log" ] && sed -n "$2" "$OUT/$1.log"; }
 echo "---- ours vs TRL (bench_rl_step)"; show rl_step '/^workload:/,$p'
 echo "---- MGS overhead (bench_mgs_overhead)"; show mgs_overhead '/^model:/,$p'
+echo "---- reward scoring (bench_reward)"; [ -f "$OUT/reward.log" ] && tail -n 12 "$OUT/reward.log"
 echo "---- surgery alone (bench_surgery)"; [ -f "$OUT/surgery.log" ] && grep -E '^(device:|\|)' "$OUT/surgery.log"
 echo "---- rollout (bench_rollout): compiled static, then dynamic"
 show rollout_static '/^model:/,$p'; show rollout_dynamic '/^model:/,$p'
