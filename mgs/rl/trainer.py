@@ -149,6 +149,10 @@ def micro_batching(train_cfg, on_cuda: bool) -> tuple[int, str]:
     return (auto_size if unit == auto_unit else AUTO_MICRO_BATCH[unit == "tokens"][0]), unit
 
 
+def _on_cuda(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).device.type == "cuda"
+
+
 def resolve_compile(setting: str, on_cuda: bool, distributed: bool) -> bool:
     """train.compile -> whether the training forward is compiled: "auto" = single-process CUDA runs only (CPU compile
     costs more than it saves on a short run; DDP/FSDP2 models take the wrapped `via_forward` path)."""
@@ -276,6 +280,9 @@ class Run:
         self.domains = domains if domains is not None else {
             (d.name or d.kind): build_domain(d.kind, d.name or d.kind, **d.params) for d in cfg.domains}
         self.order = [d.name or d.kind for d in cfg.domains]  # the fixed domain order of every step
+        if _on_cuda(self.policy.model):  # optional Domain.warm(): start reward workers before step 1 is timed
+            for domain in self.domains.values():
+                getattr(domain, "warm", lambda: None)()
         self.streams: dict[str, DomainStream] = {}
         self.reference = Reference(self.policy, cfg.rollout.temperature) if cfg.grpo.kl_coef else None
         # the trained module: DDP wrapper / FSDP2-sharded model (policy.model stays the plain module, which for FSDP2

@@ -199,6 +199,13 @@ class MathDomain:
     def score_one(self, gold: Any, response: str) -> RewardResult:
         return self._score_all([gold], [response], workers=1)[0]
 
+    def warm(self) -> None:
+        """Start the verifier worker pool now (the trainer calls this once at start on CUDA runs), so the first
+        step's reward time doesn't include ~0.5-2 s of worker start-up."""
+        from mgs.domains.math.answer import VERIFIER
+
+        VERIFIER.warm(self.verify_workers)
+
     def score(self, samples: Sequence[Sample], responses: Sequence[str]) -> list[RewardResult]:
         if len(samples) != len(responses):
             raise ValueError(f"{len(samples)} samples but {len(responses)} responses: pass one per sample")
