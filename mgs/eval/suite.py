@@ -59,6 +59,7 @@ class SuiteSettings:
     template: str = "none"
     seed: int = 0
     batch_size: int | None = None  # prompts per generate call; None: 16 on CPU, 256 on CUDA
+    compile: bool | None = None  # compile the decode step (None: on CUDA)
     reward_model: str | None = None
 
 
@@ -215,7 +216,7 @@ def evaluate_model(
     on_cuda = next(policy.model.parameters()).device.type == "cuda"
     if settings.batch_size is None:
         settings = SuiteSettings(**{**settings.__dict__, "batch_size": 256 if on_cuda else 16})
-    backend = ROLLOUT_BACKENDS.get("auto")(policy.model, policy.tokenizer)
+    backend = ROLLOUT_BACKENDS.get("auto")(policy.model, policy.tokenizer, compile=settings.compile)
     results, infos = run_benchmarks(backend, policy.tokenizer, benchmarks, settings, log=log)
     payload = write_eval(path, results, infos, tag=tag or path.stem, model=model_name, step=step)
     return payload, path

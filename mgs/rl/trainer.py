@@ -299,7 +299,11 @@ class Run:
         # sharded models generate eagerly: a compiled decode step would trace FSDP2's hooks (not tested)
         backend_cls = ROLLOUT_BACKENDS.get(cfg.rollout.backend)
         eager = self.parallel.sharded and "compile" in inspect.signature(backend_cls).parameters
-        self.backend = backend_cls(self.policy.model, self.policy.tokenizer, **({"compile": False} if eager else {}))
+        compile_decode = {"auto": None, "on": True, "off": False}[cfg.rollout.compile]
+        if eager:
+            compile_decode = False
+        self.backend = backend_cls(self.policy.model, self.policy.tokenizer,
+                                   **({} if compile_decode is None else {"compile": compile_decode}))
         g, o, s = cfg.grpo, cfg.optim, cfg.surgery
         self.settings = StepSettings(
             clip_eps=g.clip_eps, dual_clip=g.dual_clip, kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
