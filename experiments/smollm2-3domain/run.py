@@ -314,7 +314,7 @@ def schedule(jobs: list[Job], parallel: int, deadline_s: float | None, env: dict
     stopping = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        while pending or running:
+        while running or (pending and not stopping):
             if not stopping and deadline_s is not None and time.time() - t0 > deadline_s:
                 stopping = True
                 say(f"deadline ({deadline_s:.0f} s): no new work; stopping {len(running)} running, "
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     config_path = Path(a.config).resolve()
     base = yaml.safe_load(config_path.read_text()) or {}
-    s = Settings(config=config_path, data_dir=Path(a.data_dir), runs_dir=Path(a.runs_dir).resolve(),
+    s = Settings(config=config_path, data_dir=Path(a.data_dir).resolve(), runs_dir=Path(a.runs_dir).resolve(),
                  results_dir=Path(a.results_dir).resolve(), steps=a.steps or int(base["train"]["steps"]),
                  benchmarks=a.benchmarks, eval_limit=a.eval_limit or None, eval_max_new_tokens=a.eval_max_new_tokens,
                  eval_batch_size=a.eval_batch_size, device=a.device, extra=list(a.set))
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     base_marker = s.results_dir / "base" / "eval" / "bench.json"
     if not (a.tune or a.no_base or base_marker.is_file()):
         cmd = base_cmd(s, str(overrides.get("model.name", base["model"]["name"])), dtype)
-        say(f"base: {'fresh'}")
+        say("base: fresh")
         if a.dry_run:
             print(f"  eval: {shlex.join(cmd)}")
         jobs.insert(0, Job("base", deque([("eval", cmd)]), lambda: None, s.runs_dir / "logs"))
@@ -513,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         if rows:
             print(f"best: {rows[0][0]} -> put optim.lr in {config_path}")
         return 0 if not left else 3
+    if base_marker.is_file():
+        from mgs.eval.suite import format_table
+
+        print("base model (before any training):\n" + format_table(json.loads(base_marker.read_text())))
     rc = _report(s, report_dir, seeds, False)
     return rc if not left else 3
 

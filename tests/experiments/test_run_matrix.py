@@ -82,6 +82,8 @@ def test_dry_run_prints_every_command_and_runs_nothing(launcher, tmp_path, capsy
     assert any("strategy.stages=[{domains: {chat: 1.0}, name: chat, steps: 10}" in t for t in trains)
     assert all(" -m mgs train " in t and "--resume" not in t for t in trains)
     assert all("--limit 50" in e and "--dtype bfloat16" in e and "alpaca_eval" in e for e in evals)
+    base = [e for e in evals if " eval smollm2-135m-instruct --out " in e]  # the untrained model, evaluated once
+    assert len(base) == 1 and f"{tmp_path / 'results' / 'base' / 'eval' / 'bench.json'}" in base[0]
     assert not (tmp_path / "runs" / "mixed-s0").exists() and not (tmp_path / "results").exists()
     short = tmp_path / "runs" / "data" / "arena_hard_max512"  # the long-prompt filter's copy: the 900-token one goes
     assert all(f"domains.2.params.path={short}" in t for t in trains)
@@ -196,3 +198,25 @@ def test_end_to_end_on_cpu_train_eval_collect_report(launcher, tmp_path, capsys)
     assert launcher.main(args) == 0
     out = capsys.readouterr().out
     assert "mixed-s0: done" in out and "seq-a-s0: done" in out and "start " not in out
+
+
+def test_deadline_stops_new_work_and_interrupts_trainers_cleanly(launcher, tmp_path, capsys):
+    """At the deadline nothing new starts, a running trainer gets SIGINT (the trainer's checkpoint-and-stop signal)
+    and the job's later phases are left for the next invocation."""
+    trainer = ("import signal, sys, time, pathlib\n"
+               "def stop(*_):\n    pathlib.Path(sys.argv[1]).write_text('checkpointed'); sys.exit(130)\n"
+               "signal.signal(signal.SIGINT, stop)\nprint('ready', flush=True)\ntime.sleep(30)\n")
+    mark = tmp_path / "ckpt"
+    done = []
+    jobs = [launcher.Job("a", launcher.deque([("train", [sys.executable, "-c", trainer, str(mark)]),
+                                              ("eval", [sys.executable, "-c", "pass"])]), lambda: done.append("a"),
+                         tmp_path / "logs"),
+            launcher.Job("b", launcher.deque([("eval", [sys.executable, "-c", "pass"])]), lambda: done.append("b"),
+                         tmp_path / "logs")]
+    t0 = launcher.time.time()
+    status = launcher.schedule(jobs, parallel=1, deadline_s=1.5, env=launcher.child_env(1), poll_s=0.1)
+    assert launcher.time.time() - t0 < 15
+    assert status == {"a": "stopped", "b": "pending"} and done == []
+    assert mark.read_text() == "checkpointed"
+    assert not (tmp_path / "logs" / "a.eval.log").exists() and not (tmp_path / "logs" / "b.eval.log").exists()
+    assert "deadline (2 s): no new work; stopping 1 running, 1 left" in capsys.readouterr().out
