@@ -70,13 +70,15 @@ def single_overrides(domain: str, domains: list[str]) -> list[str]:
         f"domains.{i}.weight=0" for i, d in enumerate(domains) if d != domain]
 
 
-def strategy_overrides(domains: list[str], steps: int) -> dict[str, list[str]]:
-    """Strategy name -> its dotted overrides, for the config's domains (in config order): `<d>-only` per domain,
-    `seq-a` (config order) and `seq-b` (reversed), then the mixed-batch strategies."""
-    table = {f"{d}-only": single_overrides(d, domains) for d in domains}
-    table["seq-a"] = sequential_overrides(domains, steps)
-    table["seq-b"] = sequential_overrides(domains[::-1], steps)
-    table.update(BATCH_STRATEGIES)
+def strategy_overrides(domains: list[str], steps: int) -> dict[str, Callable[[], list[str]]]:
+    """Strategy name -> a function giving its dotted overrides, for the config's domains (in config order):
+    `<d>-only` per domain, `seq-a` (config order) and `seq-b` (reversed), then the mixed-batch strategies. Functions,
+    so that a check of one strategy (e.g. too few steps for 3 stages) fires only when that strategy is asked for."""
+    table: dict[str, Callable[[], list[str]]] = {
+        f"{d}-only": (lambda d=d: single_overrides(d, domains)) for d in domains}
+    table["seq-a"] = lambda: sequential_overrides(domains, steps)
+    table["seq-b"] = lambda: sequential_overrides(domains[::-1], steps)
+    table.update({name: (lambda o=over: list(o)) for name, over in BATCH_STRATEGIES.items()})
     return table
 
 
@@ -180,7 +182,7 @@ def build_matrix(s: Settings, strategies: list[str], seeds: list[int], lrs: list
             for seed in seeds:
                 run = f"{name}-{_lr_tag(lr)}-s{seed}" if lr is not None else f"{name}-s{seed}"
                 sub = Path("tuning") if lr is not None else Path()
-                over = table[name] + [f"train.steps={s.steps}", f"train.seed={seed}",
+                over = table[name]() + [f"train.steps={s.steps}", f"train.seed={seed}",
                                       f"train.out_dir={s.runs_dir / sub / run}"]
                 if lr is not None:
                     over += [f"optim.lr={lr:.4e}", "train.save_final=false", "train.save_every=0"]
@@ -239,17 +241,18 @@ def _finished(run_dir: Path) -> bool:
 
 def plan_run(s: Settings, config: Path, spec: RunSpec, dtype: str) -> tuple[str, list[tuple[str, list[str]]]]:
     """(state, [(phase, command)]) from the files alone: done (collected) | collect (evaluated, not yet copied) |
-    eval (trained) | resume (checkpoint) | fresh (nothing usable; a partial run directory without a checkpoint is
-    started over)."""
+    eval (trained) | resume (checkpoint) | fresh (nothing usable: a partial run directory without a checkpoint, or a
+    finished one whose checkpoint is gone, is started over)."""
     if spec.done_marker.is_file():
         return "done", []
     finished = _finished(spec.run_dir)
     if finished and (spec.run_dir / spec.done_marker.relative_to(spec.result_dir)).is_file():
         return "collect", []
     evals = [("eval", eval_cmd(s, spec, dtype))] if spec.evaluate else []
-    if finished:
+    checkpoint = (spec.run_dir / "checkpoints" / "latest").exists()
+    if finished and (checkpoint or not spec.evaluate):
         return "eval", evals
-    if (spec.run_dir / "checkpoints" / "latest").exists():
+    if checkpoint and not finished:
         return "resume", [("train", train_cmd(s, config, spec, resume=True))] + evals
     return "fresh", [("train", train_cmd(s, config, spec, resume=False))] + evals
 

@@ -67,6 +67,7 @@ def test_matrix_has_equal_compute_and_the_right_overrides(launcher, tmp_path):
         launcher.build_matrix(s, ["mixed", "mgs-block"], [0])
     with pytest.raises(SystemExit, match="at least one step per stage"):
         launcher.build_matrix(_settings(launcher, tmp_path, steps=2), ["seq-a"], [0])
+    assert len(launcher.build_matrix(_settings(launcher, tmp_path, steps=1), ["mixed", "chat-only"], [0])) == 2
 
 
 def test_dry_run_prints_every_command_and_runs_nothing(launcher, tmp_path, capsys):
@@ -114,6 +115,8 @@ def test_resume_state_comes_from_the_files(launcher, tmp_path):
     st, cmds = state()
     assert st == "eval" and [p for p, _ in cmds] == ["eval"] and cmds[0][1][3:7] == ["eval", str(spec.run_dir),
                                                                                    "--tag", "bench"]
+    (spec.run_dir / "checkpoints" / "latest").rmdir()
+    assert state()[0] == "fresh"  # finished, but nothing left to evaluate: trained again
     (spec.run_dir / "eval").mkdir()
     (spec.run_dir / "eval" / "bench.json").write_text("{}")
     assert state() == ("collect", [])
@@ -220,3 +223,19 @@ def test_deadline_stops_new_work_and_interrupts_trainers_cleanly(launcher, tmp_p
     assert mark.read_text() == "checkpointed"
     assert not (tmp_path / "logs" / "a.eval.log").exists() and not (tmp_path / "logs" / "b.eval.log").exists()
     assert "deadline (2 s): no new work; stopping 1 running, 1 left" in capsys.readouterr().out
+
+
+def test_tuning_ranks_learning_rates_by_held_out_evals_only(launcher, tmp_path):
+    (tmp_path / "data").mkdir()
+    s = _settings(launcher, tmp_path)
+    specs = launcher.build_matrix(s, ["mixed"], [0, 1], lrs=[1e-6, 2e-5])
+    assert [sp.name for sp in specs] == ["mixed-lr1e-06-s0", "mixed-lr1e-06-s1", "mixed-lr2e-05-s0", "mixed-lr2e-05-s1"]
+    assert all(sp.done_marker.name == "after.json" and "tuning" in sp.result_dir.parts for sp in specs)
+    scores = {"mixed-lr1e-06-s0": (10, 20, 30), "mixed-lr1e-06-s1": (20, 30, 40), "mixed-lr2e-05-s0": (40, 20, 0)}
+    for sp in specs:
+        if sp.name in scores:  # the last run has not finished: left out, not counted as 0
+            sets = {d: {"domain": d, "main_metric": "m", "score": v, "stderr": 0.0, "proxy": d == "chat",
+                        "metrics": {}} for d, v in zip(("math", "ifeval", "chat"), scores[sp.name])}
+            sp.done_marker.parent.mkdir(parents=True)
+            sp.done_marker.write_text(json.dumps({"tag": "after", "sets": sets, "total": {"value": 0.0}}))
+    assert launcher.tuning_table(s, specs) == [("lr1e-06", pytest.approx(25.0)), ("lr2e-05", pytest.approx(20.0))]
