@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                  benchmarks=a.benchmarks, eval_limit=a.eval_limit or None, eval_max_new_tokens=a.eval_max_new_tokens,
                  eval_batch_size=a.eval_batch_size, device=a.device, extra=list(a.set))
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
-    report_dir = Path(a.report_dir)
+    report_dir = Path(a.report_dir).resolve()
     if a.report_only:
         return _report(s, report_dir, seeds, a.dry_run)
     all_names = list(strategy_overrides(config_domains(config_path), s.steps))
@@ -500,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         say("base: fresh")
         if a.dry_run:
             print(f"  eval: {shlex.join(cmd)}")
-        jobs.insert(0, Job("base", deque([("eval", cmd)]), lambda: None, s.runs_dir / "logs"))
+        records = base_marker.with_name("bench.records.jsonl")  # per-prompt responses: not a small result file
+        jobs.insert(0, Job("base", deque([("eval", cmd)]), lambda: records.unlink(missing_ok=True),
+                           s.runs_dir / "logs"))
     if a.dry_run:
         if not a.tune:
             cmd = report_cmd(s, report_dir, seeds)
