@@ -112,6 +112,7 @@ class Settings:
     eval_limit: int | None = 300
     eval_max_new_tokens: int = 384
     eval_batch_size: int = 64
+    eval_compile: str = "auto"
     device: str | None = None
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE, applied to every training run
     python: str = sys.executable
@@ -217,7 +218,8 @@ def train_cmd(s: Settings, config: Path, spec: RunSpec, resume: bool) -> list[st
 
 def eval_args(s: Settings, dtype: str) -> list[str]:
     args = ["--benchmarks", s.benchmarks, "--data-dir", str(s.data_dir), "--max-new-tokens",
-            str(s.eval_max_new_tokens), "--batch-size", str(s.eval_batch_size), "--dtype", dtype]
+            str(s.eval_max_new_tokens), "--batch-size", str(s.eval_batch_size), "--dtype", dtype,
+            "--compile", s.eval_compile]
     if s.eval_limit:
         args += ["--limit", str(s.eval_limit)]
     if s.device:
@@ -441,6 +443,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-limit", type=int, default=300, help="prompts per benchmark; 0 = all (default: %(default)s)")
     p.add_argument("--eval-max-new-tokens", type=int, default=384, help="default: %(default)s")
     p.add_argument("--eval-batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--eval-compile", default="auto", choices=["auto", "on", "off"],
+                   help="mgs eval --compile: the decode step compiles once per batch shape (~45 s each on CUDA); "
+                        "off may win for short evals (default: %(default)s)")
     p.add_argument("--device", default=None, help="model.device of training and mgs eval --device (default: config's)")
     p.add_argument("--max-chat-prompt-tokens", type=int, default=512,
                    help="train/held-out Arena-Hard prompts up to this many tokens; 0 = all (default: %(default)s)")
@@ -462,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(config=config_path, data_dir=Path(a.data_dir).resolve(), runs_dir=Path(a.runs_dir).resolve(),
                  results_dir=Path(a.results_dir).resolve(), steps=a.steps or int(base["train"]["steps"]),
                  benchmarks=a.benchmarks, eval_limit=a.eval_limit or None, eval_max_new_tokens=a.eval_max_new_tokens,
-                 eval_batch_size=a.eval_batch_size, device=a.device, extra=list(a.set))
+                 eval_batch_size=a.eval_batch_size, eval_compile=a.eval_compile, device=a.device, extra=list(a.set))
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     report_dir = Path(a.report_dir).resolve()
     if a.report_only:

@@ -82,7 +82,8 @@ def test_dry_run_prints_every_command_and_runs_nothing(launcher, tmp_path, capsy
     assert "each 30 updates, 5760 completions" in out
     assert any("strategy.stages=[{domains: {chat: 1.0}, name: chat, steps: 10}" in t for t in trains)
     assert all(" -m mgs train " in t and "--resume" not in t for t in trains)
-    assert all("--limit 50" in e and "--dtype bfloat16" in e and "alpaca_eval" in e for e in evals)
+    assert all("--limit 50" in e and "--dtype bfloat16" in e and "--compile auto" in e and "alpaca_eval" in e
+               for e in evals)
     base = [e for e in evals if " eval smollm2-135m-instruct --out " in e]  # the untrained model, evaluated once
     assert len(base) == 1 and f"{tmp_path / 'results' / 'base' / 'eval' / 'bench.json'}" in base[0]
     assert not (tmp_path / "runs" / "mixed-s0").exists() and not (tmp_path / "results").exists()
