@@ -66,3 +66,15 @@ def test_embedded_default_and_reference():
     assert to_dict(cfg)["grpo"]["group_size"] == cfg.grpo.group_size
     ref = "\n".join(config_reference())
     assert "surgery.granularity (default 'module')" in ref and "domains.N.kind" in ref
+
+
+def test_yaml_1_1_spellings_are_read_as_meant():
+    """YAML 1.1 reads `off`/`on` as booleans and `1e-6` (no dot) as a string; the fields mean a choice and a number."""
+    from mgs.config import load_config
+
+    cfg = load_config(None, ["rollout.compile=off", "train.compile=on", "optim.lr=1e-6"])
+    assert (cfg.rollout.compile, cfg.train.compile, cfg.optim.lr) == ("off", "on", 1e-6)
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="not allowed"):
+        load_config(None, ["train.parallel=on"])

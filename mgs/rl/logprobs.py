@@ -9,7 +9,8 @@ keeping them. `build_batch` turns `Completion`s into right-padded (prompt + comp
 
 from __future__ import annotations
 
-import weakref
+import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -37,18 +38,40 @@ def _wrapped(model: torch.nn.Module) -> bool:
     return isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__.startswith("FSDP")
 
 
-_COMPILED_BODIES: "weakref.WeakKeyDictionary[torch.nn.Module, Any]" = weakref.WeakKeyDictionary()
+_COMPILED_LAYER_CALL: list[Any] = []
 _COMPILED_CHUNK: list[Any] = []
 
 
-def _compiled_body(body: torch.nn.Module) -> Any:
-    """`torch.compile(body, dynamic=True)`, once per body module: one graph for every micro-batch shape, with the
-    elementwise chains (RMSNorm in float32, rotary, SiLU x up) fused. Eager, they are most of a training step's
-    GPU time and ~17k kernel launches per 130k tokens (profiled on an H100: docs/performance.md)."""
-    fn = _COMPILED_BODIES.get(body)
-    if fn is None:
-        fn = _COMPILED_BODIES[body] = torch.compile(body, dynamic=True)
-    return fn
+def _decoder_layers(body: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The repeated blocks of a decoder body: its longest ModuleList child (`layers` in Llama/Qwen/Mistral/Gemma,
+    `h` in GPT-2)."""
+    lists = [m for m in body.children() if isinstance(m, torch.nn.ModuleList)]
+    return max(lists, key=len, default=None)
+
+
+@contextlib.contextmanager
+def _compiled_layers(body: torch.nn.Module):
+    """Inside: every decoder layer of `body` runs through ONE `torch.compile(dynamic=True)` of nn.Module's call
+    (the layers share code, their parameters are graph inputs): one small graph compiles once (~12 s for
+    SmolLM2's block on a 2-core CPU) and serves every layer and micro-batch shape, where compiling the unrolled
+    30-layer body took ~160 s. It fuses the elementwise chains (RMSNorm in float32, rotary, SiLU x up) that,
+    eager, are most of a training step's GPU time and ~17k kernel launches per 130k tokens (profiled on an H100:
+    docs/performance.md). Only this forward is affected (the decode graph and other callers see plain layers);
+    the backward built inside runs the compiled backward later."""
+    layers = _decoder_layers(body)
+    if layers is None or not len(layers):
+        yield
+        return
+    if not _COMPILED_LAYER_CALL:
+        _COMPILED_LAYER_CALL.append(torch.compile(torch.nn.Module._call_impl, dynamic=True))
+    call = _COMPILED_LAYER_CALL[0]
+    try:
+        for layer in layers:
+            layer._compiled_call_impl = functools.partial(call, layer)
+        yield
+    finally:
+        for layer in layers:
+            layer._compiled_call_impl = None
 
 
 def _compiled_chunk() -> Any:
@@ -114,9 +137,9 @@ def token_logprobs(
     via_forward: call the model as a whole with `logits_to_keep` (materialises the [B, Tc+1, V] logits of the
     completion span in the model dtype, then reduces them in float32 chunks) instead of body + chunked head.
     Default: only for DDP / FSDP2-wrapped models, whose forward hooks must run.
-    compile: run the body and the LM-head chunks through `torch.compile` (dynamic shapes; the first call of a new
-    shape family compiles, later ones reuse it). Ignored on the `via_forward` path. Same values up to float
-    round-off (fused kernels reorder float32 sums).
+    compile: run the decoder layers and the LM-head chunks through `torch.compile` (`_compiled_layers`; dynamic
+    shapes: compiled once). Ignored on the `via_forward` path; not for models with gradient checkpointing (its
+    recomputation would run the plain layers). Same values up to float round-off (fused kernels reorder sums).
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be [B, T]")
@@ -152,8 +175,9 @@ def token_logprobs(
     else:
         body, head = _body_and_head(model)
         chunk_fn = _compiled_chunk() if compile else _chunk_logp_entropy
-        body = _compiled_body(body) if compile else body
-        hidden = body(input_ids=input_ids, attention_mask=_body_mask(attention_mask), use_cache=False).last_hidden_state
+        with _compiled_layers(body) if compile else contextlib.nullcontext():
+            hidden = body(input_ids=input_ids, attention_mask=_body_mask(attention_mask),
+                          use_cache=False).last_hidden_state
         h = hidden[b_idx, pos - 1]  # [N, H]
         weight, bias = head.weight, getattr(head, "bias", None)
         use_ckpt = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)

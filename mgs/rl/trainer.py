@@ -153,9 +153,12 @@ def _on_cuda(model: torch.nn.Module) -> bool:
     return next(model.parameters()).device.type == "cuda"
 
 
-def resolve_compile(setting: str, on_cuda: bool, distributed: bool) -> bool:
-    """train.compile -> whether the training forward is compiled: "auto" = single-process CUDA runs only (CPU compile
-    costs more than it saves on a short run; DDP/FSDP2 models take the wrapped `via_forward` path)."""
+def resolve_compile(setting: str, on_cuda: bool, distributed: bool, checkpointing: bool = False) -> bool:
+    """train.compile -> whether the training forward's layers are compiled: "auto" = single-process CUDA runs only
+    (CPU compile costs more than it saves on a short run; DDP/FSDP2 models take the wrapped `via_forward` path);
+    never with gradient checkpointing (its recomputation runs the plain layers)."""
+    if checkpointing:
+        return False
     return {"on": True, "off": False, "auto": on_cuda and not distributed}[setting]
 
 
@@ -311,7 +314,7 @@ class Run:
             granularity=s.granularity, method=s.method, seed=cfg.train.seed, temperature=cfg.rollout.temperature,
             buffer_dtype={"param": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
                           "float16": torch.float16}[s.buffer_dtype],
-            compile=resolve_compile(cfg.train.compile, on_cuda, self.ctx.distributed))
+            compile=resolve_compile(cfg.train.compile, on_cuda, self.ctx.distributed, cfg.model.gradient_checkpointing))
         if self.ctx.distributed:
             self._startup_checks()
 

@@ -209,3 +209,7 @@ def test_compiled_forward_matches_eager_values_and_gradients(tiny_policy):
         for a, b in zip(out[True][2], out[False][2]):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     model.zero_grad()
+    from torch._dynamo.utils import counters
+
+    assert counters["stats"]["unique_graphs"] >= 1  # something was compiled ...
+    assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # ... for this forward only
