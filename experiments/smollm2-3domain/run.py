@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -423,6 +424,22 @@ def tuning_table(s: Settings, specs: list[RunSpec]) -> list[tuple[str, float]]:
     return sorted(((lr, sum(v) / len(v)) for lr, v in per_lr.items()), key=lambda x: -x[1])
 
 
+def tuned_lr(results_dir: Path) -> tuple[float, list[tuple[str, float]]]:
+    """The best lr of the tuning runs collected under RESULTS/tuning (same ranking as `tuning_table`: mean over
+    seeds of the held-out `after` eval's mean headline score), and the whole ranking."""
+    from mgs.eval.results import read_eval
+
+    per_lr: dict[str, list[float]] = {}
+    for marker in sorted((results_dir / "tuning").glob("mixed-lr*-s*/eval/after.json")):
+        tag = re.match(r"mixed-(lr.+)-s\d+$", marker.parent.parent.name).group(1)
+        sets = read_eval(marker)["sets"]
+        per_lr.setdefault(tag, []).append(sum(v["score"] for v in sets.values()) / len(sets))
+    if not per_lr:
+        raise SystemExit(f"--lr-from-tuning: no finished tuning runs in {results_dir / 'tuning'}; run --tune first")
+    rows = sorted(((lr, sum(v) / len(v)) for lr, v in per_lr.items()), key=lambda x: -x[1])
+    return float(rows[0][0][2:]), rows
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -452,6 +469,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra dotted override for every training run (repeatable), e.g. rollout.max_new_tokens=128")
     p.add_argument("--tune", action="store_true", help="lr sweep on Mixed, judged on held-out domain evals")
+    p.add_argument("--lr-from-tuning", action="store_true",
+                   help="set optim.lr of every run to the best lr of the collected --tune runs (RESULTS/tuning)")
     p.add_argument("--lr-sweep", default="1e-6,5e-6,2e-5", help="--tune: learning rates (default: %(default)s)")
     p.add_argument("--no-base", action="store_true", help="skip the base model's benchmark eval")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep run checkpoints after their eval")
@@ -469,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
                  benchmarks=a.benchmarks, eval_limit=a.eval_limit or None, eval_max_new_tokens=a.eval_max_new_tokens,
                  eval_batch_size=a.eval_batch_size, eval_compile=a.eval_compile, device=a.device, extra=list(a.set))
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+    if a.lr_from_tuning and not a.tune:
+        lr, ranking = tuned_lr(s.results_dir)
+        say("lr from tuning: " + ", ".join(f"{tag} {score:.1f}" for tag, score in ranking) + f" -> optim.lr={lr:g}")
+        s.extra = s.extra + [f"optim.lr={lr:.4e}"]
     report_dir = Path(a.report_dir).resolve()
     if a.report_only:
         return _report(s, report_dir, seeds, a.dry_run)

@@ -240,3 +240,8 @@ def test_tuning_ranks_learning_rates_by_held_out_evals_only(launcher, tmp_path):
             sp.done_marker.parent.mkdir(parents=True)
             sp.done_marker.write_text(json.dumps({"tag": "after", "sets": sets, "total": {"value": 0.0}}))
     assert launcher.tuning_table(s, specs) == [("lr1e-06", pytest.approx(25.0)), ("lr2e-05", pytest.approx(20.0))]
+    # --lr-from-tuning reads the same ranking back from the collected files alone
+    lr, ranking = launcher.tuned_lr(s.results_dir)
+    assert lr == 1e-6 and ranking == launcher.tuning_table(s, specs)
+    with pytest.raises(SystemExit, match="run --tune first"):
+        launcher.tuned_lr(tmp_path / "nothing")
