@@ -169,19 +169,27 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
 
 @torch.inference_mode()
 def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], pad_id: int,
-                       batch_size: int = 16, temperature: float = 1.0) -> list[torch.Tensor]:
-    """Reference log-probs of each sample's completion tokens (once per step, only when kl_coef != 0)."""
-    from mgs.rl.logprobs import token_logprobs
+                       batch_size: int = 16, temperature: float = 1.0,
+                       max_tokens: int | None = None) -> list[torch.Tensor]:
+    """Reference log-probs of each sample's completion tokens (once per step, only when kl_coef != 0), in the
+    samples' order. Batches: `batch_size` samples in order, or with `max_tokens` length-bucketed groups of at most
+    that many padded tokens (inference keeps no activations, so a training token budget is safe here)."""
+    from mgs.rl.logprobs import plan_micro_batches, token_logprobs
 
     device = next(model.parameters()).device
-    out: list[torch.Tensor] = []
-    for i in range(0, len(samples), batch_size):
-        chunk = samples[i : i + batch_size]
+    if max_tokens:
+        groups = plan_micro_batches([len(s.prompt_ids) + len(s.completion_ids) for s in samples], max_tokens)
+    else:
+        groups = [list(range(i, min(i + batch_size, len(samples)))) for i in range(0, len(samples), batch_size)]
+    out: list[torch.Tensor | None] = [None] * len(samples)
+    for group in groups:
+        chunk = [samples[i] for i in group]
         batch = _batch(chunk, pad_id, device)
         logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
                                  return_entropy=False, temperature=temperature)
-        out.extend(logp[b, : len(s.completion_ids)].float().cpu() for b, s in enumerate(chunk))
-    return out
+        for b, (i, s) in enumerate(zip(group, chunk)):
+            out[i] = logp[b, : len(s.completion_ids)].float().cpu()
+    return out  # type: ignore[return-value]
 
 
 def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:

@@ -242,8 +242,8 @@ def load_policy_for(cfg: Config, device: str | torch.device | None = None):
 class Reference:
     """The KL reference policy: a frozen copy (full fine-tuning) or the base model with adapters off (LoRA)."""
 
-    def __init__(self, policy, temperature: float) -> None:
-        self.policy, self.temperature = policy, temperature
+    def __init__(self, policy, temperature: float, max_tokens: int | None = None) -> None:
+        self.policy, self.temperature, self.max_tokens = policy, temperature, max_tokens
         self.model = None if policy.is_peft else copy.deepcopy(policy.model).requires_grad_(False).eval()
 
     def reset_to_policy(self) -> None:
@@ -261,9 +261,11 @@ class Reference:
     def logprobs(self, samples: list[TrainSample]) -> list[torch.Tensor]:
         pad = self.policy.tokenizer.pad_token_id
         if self.model is not None:
-            return reference_logprobs(self.model, samples, pad, temperature=self.temperature)
+            return reference_logprobs(self.model, samples, pad, temperature=self.temperature,
+                                      max_tokens=self.max_tokens)
         with self.policy.model.disable_adapter():
-            return reference_logprobs(self.policy.model, samples, pad, temperature=self.temperature)
+            return reference_logprobs(self.policy.model, samples, pad, temperature=self.temperature,
+                                      max_tokens=self.max_tokens)
 
 
 class Run:
@@ -423,6 +425,8 @@ class Run:
         samples = [TrainSample(s.domain, s.prompt_ids, s.completion_ids, a)
                    for s, a in zip(scored, advantages) if a is not None and s.completion_ids]
         if self.reference is not None:
+            if self.micro_batch_unit == "tokens":  # reference passes batched by the step's token budget
+                self.reference.max_tokens = self.token_budget.value if self.token_budget else self.micro_batch_size
             with self.full_params():  # LoRA's reference is the policy itself with adapters off
                 refs = self.reference.logprobs(samples) if samples else []
             for s, ref in zip(samples, refs):
