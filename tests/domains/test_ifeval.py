@@ -304,3 +304,16 @@ def test_ifbench_loads_and_scores_offline():
     assert errors <= {"LookupError: missing nltk data 'stopwords'",
                       "LookupError: missing nltk data 'averaged_perceptron_tagger_eng'"}
     assert 0.0 < d.metrics(samples, results)["inst_level_strict_acc"] < 0.5
+
+
+def test_unreadable_language_is_scored_without_logging_the_response(caplog):
+    """IFEval's language checker counts text langdetect can't read as followed (kept) and logs an ERROR with the
+    whole response each time (silenced: thousands of lines per RL run)."""
+    import logging
+
+    from mgs.domains.ifeval.checkers import ifeval_instructions
+
+    checker = ifeval_instructions().build("language:response_language", {"language": "en"})
+    with caplog.at_level(logging.DEBUG):
+        assert checker.check_following("*** ***") is True
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

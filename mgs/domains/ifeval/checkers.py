@@ -152,10 +152,15 @@ def _import_without_package_init(package: str, modules: list[str]) -> list[types
 
 
 def _offline_patch(instructions: types.ModuleType, util: types.ModuleType) -> None:
+    import logging
+
     import nltk
     from langdetect import DetectorFactory
 
     DetectorFactory.seed = 0
+    # the language checker logs an ERROR with the whole response for every text langdetect can't read (and counts
+    # the instruction followed, as IFEval does): thousands of lines per RL run, nothing to act on
+    logging.getLogger(instructions.__name__).setLevel(logging.CRITICAL)
     util._get_sentence_tokenizer = english_sentence_tokenizer
     shim = _OfflineNltk(nltk)
     util.nltk = shim
