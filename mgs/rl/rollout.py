@@ -183,6 +183,11 @@ class HFGenerateBackend:
             kwargs["bos_token_id"] = bos
         return GenerationConfig(**kwargs)
 
+    def reserve(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Size the static cache up front for prompts of up to `prompt_tokens` tokens (see GraphDecodeBackend)."""
+        self._max_cache_len = max(self._max_cache_len,
+                                  _round_up(prompt_tokens, self.length_multiple) + max_new_tokens)
+
     def kv_bytes_per_token(self) -> int:
         """KV-cache bytes of one token in one row: 2 (K, V) x layers x KV heads x head dim x element size."""
         cfg = getattr(self.model, "config", None)

@@ -289,6 +289,7 @@ class Run:
             for domain in self.domains.values():
                 getattr(domain, "warm", lambda: None)()
         self.streams: dict[str, DomainStream] = {}
+        self._reserved = False  # rollout backend told the longest training prompt (reserve_decode_cache)
         self.reference = Reference(self.policy, cfg.rollout.temperature) if cfg.grpo.kl_coef else None
         # the trained module: DDP wrapper / FSDP2-sharded model (policy.model stays the plain module, which for FSDP2
         # is the same object); wrapped BEFORE AdamW because FSDP2 replaces the parameters by DTensor shards
@@ -349,12 +350,34 @@ class Run:
             self.streams[domain] = DomainStream(samples, domain, self.cfg.train.seed)
         return self.streams[domain]
 
+    def reserve_decode_cache(self) -> int:
+        """Tell the rollout backend the longest training prompt (tokens, over the 32 longest-by-characters prompts
+        of each domain the plan trains on), so its static KV cache is sized once instead of growing (and
+        recompiling the decode graph) mid-run. Returns that length."""
+        from mgs.domains.template import apply_template
+        from mgs.rl.model import encode_prompts
+
+        domains = [d for d in self.order if any(d in st.weights for st in self.plan.stages)]
+        longest = 0
+        for d in domains:
+            samples = sorted(self.stream(d).samples, key=lambda s: -sum(len(m["content"]) for m in s.messages))
+            ids = encode_prompts(self.policy.tokenizer,
+                                 [apply_template(s.messages, self.cfg.rollout.template) for s in samples[:32]])
+            longest = max([longest, *map(len, ids)])
+        reserve = getattr(self.backend, "reserve", None)
+        if reserve is not None and longest:
+            reserve(longest, self.cfg.rollout.max_new_tokens)
+        return longest
+
     def rollout(self, step: int, stage: Stage) -> tuple[list[Scored], dict[str, float]]:
         """Draw the step's prompts, sample G completions each, score them. Returns scored rows (grouped by prompt)."""
         from mgs.domains.template import apply_template, score_responses
         from mgs.rl.model import encode_prompts
 
         cfg = self.cfg
+        if not self._reserved:
+            self._reserved = True
+            self.reserve_decode_cache()
         counts = allocate(stage.weights, cfg.grpo.prompts_per_step)
         # every rank draws the same global list (same seeded streams) and keeps its round-robin share
         drawn = [(d, s) for d in self.order if d in counts for s in self.stream(d).take(counts[d])]

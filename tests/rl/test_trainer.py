@@ -100,3 +100,22 @@ def test_mixed_monitor_and_sequential_stages(tmp_path):
     assert [r["stage"] for r in rows] == ["vowels", "digits", "digits"]
     assert "train/vowels/reward_mean" in rows[0] and "train/digits/reward_mean" not in rows[0]
     assert "train/digits/reward_mean" in rows[2] and "train/vowels/reward_mean" not in rows[2]
+
+
+def test_decode_cache_reserved_for_the_longest_training_prompt(tmp_path):
+    """The graph backend's static cache is sized at the first rollout for the longest prompt of the domains the
+    plan trains on (rounded to the backend's length multiple) + max_new_tokens, so it never grows mid-run."""
+    from mgs.domains.template import apply_template
+    from mgs.rl.model import encode_prompts
+
+    cfg = config(tmp_path, rollout={"backend": "graph", "max_new_tokens": 6})
+    run = trainer.Run(cfg)
+    run.backend.length_multiple = 16
+    assert run.backend._max_cache_len == 0
+    lengths = [len(ids) for d in ("vowels", "digits") for ids in encode_prompts(
+        run.policy.tokenizer, [apply_template(s.messages, "none") for s in run.stream(d).samples])]
+    assert run.reserve_decode_cache() == max(lengths)
+    expected = -(-max(lengths) // 16) * 16 + 6
+    assert run.backend._max_cache_len == expected
+    run.rollout(1, run.plan.stages[0])  # the first rollout reserves (again) and generates: no growth
+    assert run.backend._max_cache_len == expected
