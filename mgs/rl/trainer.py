@@ -302,8 +302,10 @@ class Run:
         self.micro_batch_size, self.micro_batch_unit = micro_batching(cfg.train, on_cuda)
         auto_tokens = on_cuda and not cfg.train.micro_batch_size and self.micro_batch_unit == "tokens"
         self.token_budget = TokenBudget(self.micro_batch_size) if auto_tokens and not self.ctx.distributed else None
-        # sharded models generate eagerly: a compiled decode step would trace FSDP2's hooks (not tested)
-        backend_cls = ROLLOUT_BACKENDS.get(cfg.rollout.backend)
+        # sharded models generate eagerly with transformers' generate unless asked otherwise: a compiled decode step
+        # would trace FSDP2's hooks, and our graph decode loop is not tested under FSDP2
+        backend_name = "hf" if self.parallel.sharded and cfg.rollout.backend == "auto" else cfg.rollout.backend
+        backend_cls = ROLLOUT_BACKENDS.get(backend_name)
         eager = self.parallel.sharded and "compile" in inspect.signature(backend_cls).parameters
         compile_decode = {"auto": None, "on": True, "off": False}[cfg.rollout.compile]
         if eager:
