@@ -99,7 +99,7 @@ class GRPOConfig:
 @dataclass(frozen=True)
 class RolloutConfig:
     backend: str = opt("auto", "Rollout backend (mgs.rl.rollout.ROLLOUT_BACKENDS): graph (our decode loop, CUDA-graphed; "
-                       "the fastest on CUDA), hf (transformers generate); auto = graph on CUDA, hf on CPU.")
+                       "the fastest on CUDA), hf (transformers generate); auto = graph on CUDA (hf under FSDP2), hf on CPU.")
     max_new_tokens: int = opt(64, "Maximum sampled tokens per completion.")
     temperature: float = opt(1.0, "Sampling temperature (paper: 0.7).")
     top_p: float = opt(1.0, "Nucleus sampling top-p.")
@@ -141,9 +141,10 @@ class TrainConfig:
     micro_batch_unit: str = opt("auto", "Unit of micro_batch_size: auto = samples on CPU, tokens on CUDA (sequences "
                                 "bucketed by length, so a token budget wastes little padding).",
                                 ("auto", "samples", "tokens"))
-    compile: str = opt("auto", "torch.compile the training forward (body + LM-head chunks, dynamic shapes): fuses the "
-                       "elementwise chains that dominate an eager step; the first micro-batch compiles (~30-60 s). "
-                       "auto = on for a single-process CUDA run, off on CPU and under DDP/FSDP2.", ("auto", "on", "off"))
+    compile: str = opt("auto", "torch.compile the training forward (one dynamic-shape compile of the decoder block, "
+                       "shared by all layers, + the LM-head chunks): fuses the elementwise chains that dominate an eager "
+                       "step; the first micro-batch compiles (~60 s on an H100). auto = on for a single-process CUDA "
+                       "run, off on CPU, under DDP/FSDP2 and with gradient checkpointing.", ("auto", "on", "off"))
     save_every: int = opt(0, "Checkpoint every N steps (0 = only at the end / on interrupt).")
     save_final: bool = opt(True, "Checkpoint model + optimizer at the end (false: skip it, e.g. demos/CI, where it "
                            "costs ~1.6 GB per strategy; interrupts still checkpoint).")
