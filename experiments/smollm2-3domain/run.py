@@ -313,9 +313,12 @@ def say(msg: str) -> None:
 
 
 def schedule(jobs: list[Job], parallel: int, deadline_s: float | None, env: dict[str, str],
-             poll_s: float = 1.0) -> dict[str, str]:
-    """Run the jobs' commands, at most `parallel` processes at once; returns {job: finished|failed|stopped|pending}."""
+             poll_s: float = 1.0, stop_grace_s: float = 60.0) -> dict[str, str]:
+    """Run the jobs' commands, at most `parallel` processes at once; returns {job: finished|failed|stopped|pending}.
+    At the deadline running jobs are asked to stop; those still running `stop_grace_s` later are killed (a trainer
+    in its final held-out eval ignores the request until the eval ends: a GPU pilot overran its call that way)."""
     t0 = time.time()
+    killed = False
     pending, running, status = deque(jobs), [], {j.name: "pending" for j in jobs}
     stopping = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -327,6 +330,11 @@ def schedule(jobs: list[Job], parallel: int, deadline_s: float | None, env: dict
                     f"{len(pending)} left for the next invocation")
                 for job in running:
                     job.stop()
+            if stopping and not killed and time.time() - t0 > deadline_s + stop_grace_s and running:
+                killed = True
+                say(f"{stop_grace_s:.0f} s after the deadline: killing {[j.name for j in running]}")
+                for job in running:
+                    job.proc.kill()
             while not stopping and pending and len(running) < parallel:
                 job = pending.popleft()
                 job.start_next(env)
@@ -456,6 +464,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=6, help="processes at once on the GPU (default: %(default)s)")
     p.add_argument("--deadline-s", type=float, default=None,
                    help="after this many seconds start nothing new and stop running processes cleanly")
+    p.add_argument("--stop-grace-s", type=float, default=60.0,
+                   help="seconds after --deadline-s before still-running processes are killed (default: %(default)s)")
     p.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS, help="mgs eval --benchmarks (default: %(default)s)")
     p.add_argument("--eval-limit", type=int, default=300, help="prompts per benchmark; 0 = all (default: %(default)s)")
     p.add_argument("--eval-max-new-tokens", type=int, default=384, help="default: %(default)s")
@@ -536,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = report_cmd(s, report_dir, seeds)
             print("report: " + (shlex.join(cmd) if cmd else f"mgs report over the runs collected in {s.results_dir}"))
         return 0
-    status = schedule(jobs, a.parallel, a.deadline_s, child_env(a.parallel))
+    status = schedule(jobs, a.parallel, a.deadline_s, child_env(a.parallel), stop_grace_s=a.stop_grace_s)
     left = {k: v for k, v in status.items() if v != "finished"}
     say(f"finished {len(status) - len(left)} of {len(status)} jobs" + (f"; not finished: {left}" if left else ""))
     if a.tune:

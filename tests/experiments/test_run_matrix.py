@@ -226,6 +226,20 @@ def test_deadline_stops_new_work_and_interrupts_trainers_cleanly(launcher, tmp_p
     assert "deadline (2 s): no new work; stopping 1 running, 1 left" in capsys.readouterr().out
 
 
+def test_a_job_ignoring_the_stop_request_is_killed_after_the_grace(launcher, tmp_path, capsys):
+    """A trainer busy in its final eval ignores SIGINT: the launcher kills it `stop_grace_s` after the deadline, so
+    the whole command ends within deadline + grace (a GPU call has a hard limit)."""
+    stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)\n"
+    jobs = [launcher.Job("a", launcher.deque([("train", [sys.executable, "-c", stubborn])]), lambda: None,
+                         tmp_path / "logs")]
+    t0 = launcher.time.time()
+    status = launcher.schedule(jobs, parallel=1, deadline_s=1.0, env=launcher.child_env(1), poll_s=0.1,
+                               stop_grace_s=1.0)
+    assert launcher.time.time() - t0 < 10
+    assert status == {"a": "stopped"}
+    assert "after the deadline: killing ['a']" in capsys.readouterr().out
+
+
 def test_tuning_ranks_learning_rates_by_held_out_evals_only(launcher, tmp_path):
     (tmp_path / "data").mkdir()
     s = _settings(launcher, tmp_path)
