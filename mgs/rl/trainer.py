@@ -242,8 +242,9 @@ def load_policy_for(cfg: Config, device: str | torch.device | None = None):
 class Reference:
     """The KL reference policy: a frozen copy (full fine-tuning) or the base model with adapters off (LoRA)."""
 
-    def __init__(self, policy, temperature: float, max_tokens: int | None = None) -> None:
-        self.policy, self.temperature, self.max_tokens = policy, temperature, max_tokens
+    def __init__(self, policy, temperature: float) -> None:
+        self.policy, self.temperature = policy, temperature
+        self.max_tokens: int | None = None  # padded tokens per reference pass (the step's budget; None: 16 samples)
         self.model = None if policy.is_peft else copy.deepcopy(policy.model).requires_grad_(False).eval()
 
     def reset_to_policy(self) -> None:
