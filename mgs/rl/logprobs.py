@@ -247,16 +247,36 @@ def build_batch(
     return CompletionBatch(input_ids, attention_mask, torch.tensor(prompt_lens, dtype=torch.long), completion_mask, order)
 
 
-def plan_micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped (longest first) so that each group's padded size rows x max_len stays <= max_tokens
-    (a single over-long sequence gets a group of its own)."""
+def plan_micro_batches(lengths: Sequence[int], max_tokens: int,
+                       overhead_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into micro-batches, each a run of the longest-first order whose padded size rows x max_len
+    stays <= max_tokens (a single over-long sequence gets a group of its own), choosing the runs that minimise
+    padded tokens + `overhead_tokens` per micro-batch (the fixed cost of a forward/backward, in tokens; default
+    max_tokens // 4). Filling each micro-batch up to the budget instead (greedy) pads a long-tailed batch heavily:
+    its first micro-batch takes the longest rows and many much shorter ones. Dynamic programming over the sorted
+    order, O(n x rows per micro-batch) with numpy."""
+    import numpy as np
+
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    overhead = max_tokens // 4 if overhead_tokens is None else int(overhead_tokens)
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    n = len(order)
+    sorted_len = np.array([lengths[i] for i in order], dtype=np.int64)
+    cost = np.zeros(n + 1, dtype=np.int64)
+    start = np.zeros(n + 1, dtype=np.int64)  # start[j]: first index of the micro-batch ending before j
+    lo = 0
+    for j in range(1, n + 1):
+        # group [i, j) is padded to sorted_len[i]; (j - i) x sorted_len[i] grows as i falls, so valid i are a range
+        while lo < j - 1 and (j - lo) * sorted_len[lo] > max_tokens:
+            lo += 1
+        i = np.arange(lo, j)
+        candidates = cost[lo:j] + (j - i) * sorted_len[lo:j] + overhead
+        best = int(np.argmin(candidates))  # the first minimum: the largest micro-batch among equals
+        cost[j], start[j] = candidates[best], lo + best
     groups: list[list[int]] = []
-    for i in order:
-        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+    j = n
+    while j > 0:
+        groups.append(order[int(start[j]) : j])
+        j = int(start[j])
+    return groups[::-1]

@@ -213,3 +213,45 @@ def test_compiled_forward_matches_eager_values_and_gradients(tiny_policy):
 
     assert counters["stats"]["unique_graphs"] >= 1  # something was compiled ...
     assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # ... for this forward only
+
+
+def _cost(groups, lengths, overhead):
+    return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+
+def test_plan_micro_batches_is_the_cheapest_split():
+    """Against brute force over every split of the longest-first order (small n): the planned micro-batches have
+    the least padded tokens + overhead per micro-batch among the splits within budget, and never cost more than
+    filling each micro-batch up to the budget (the previous greedy planner)."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for trial in range(40):
+        n = rng.randint(1, 9)
+        lengths = [rng.choice([rng.randint(1, 10), rng.randint(20, 60)]) for _ in range(n)]
+        max_tokens, overhead = rng.choice([60, 120, 400]), rng.choice([0, 10, 50])
+        groups = plan_micro_batches(lengths, max_tokens, overhead_tokens=overhead)
+        order = sorted(range(n), key=lambda i: (-lengths[i], i))
+        assert [i for g in groups for i in g] == order
+        assert all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= max_tokens for g in groups)
+        best = None
+        for cuts in itertools.product([0, 1], repeat=n - 1):
+            split, cur = [], [order[0]]
+            for c, i in zip(cuts, order[1:]):
+                if c:
+                    split.append(cur)
+                    cur = []
+                cur.append(i)
+            split.append(cur)
+            if all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= max_tokens for g in split):
+                cost = _cost(split, lengths, overhead)
+                best = cost if best is None else min(best, cost)
+        assert _cost(groups, lengths, overhead) == best
+        greedy: list[list[int]] = []
+        for i in order:
+            if greedy and (len(greedy[-1]) + 1) * lengths[greedy[-1][0]] <= max_tokens:
+                greedy[-1].append(i)
+            else:
+                greedy.append([i])
+        assert _cost(groups, lengths, overhead) <= _cost(greedy, lengths, overhead)
