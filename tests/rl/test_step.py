@@ -102,7 +102,9 @@ def test_schedule_grouped_by_domain_and_absent_domain():
     assert sched.micro_batches[1].indices == (1, 2)  # longest first
     assert sched.loss_denominator == 1 + 4 + 2 + 2
     by_tokens = plan_schedule(samples, ["a", "b"], micro_batch_size=12, unit="tokens")
-    assert [m.indices for m in by_tokens.micro_batches] == [(3,), (1, 2), (0,)]  # 2 rows x 6 <= 12; 3 rows x 6 > 12
+    # b's lengths 6, 4, 3 (longest first), budget 12, overhead 12 // 4 = 3 per micro-batch: [6] + [4, 3] pads
+    # 6 + 8 = 14 (+ 2 x 3), cheaper than filling the budget, [6, 4] + [3] = 12 + 3 (+ 2 x 3)
+    assert [m.indices for m in by_tokens.micro_batches] == [(3,), (1,), (2, 0)]
     with pytest.raises(ValueError, match="not in the step's domain order"):
         plan_schedule(samples, ["a"], 2)
 
