@@ -189,10 +189,13 @@ def test_gradient_checkpointing_gives_the_same_gradients(smollm2_tokenizer):
         assert g.abs().sum() > 0 and torch.allclose(g, grads[1][n], atol=1e-6, rtol=1e-5), n
 
 
-def test_compiled_forward_matches_eager_values_and_gradients(tiny_policy):
-    """train.compile's path (torch.compile of the body and the LM-head chunks, dynamic shapes): same log-probs,
-    entropies and gradients as eager up to float32 round-off, across micro-batch shapes without recompiling
-    per shape."""
+def test_compiled_forward_matches_eager_values_and_gradients(tiny_policy, monkeypatch):
+    """train.compile's path (torch.compile of the decoder block and the LM-head chunks, dynamic shapes): same
+    log-probs, entropies and gradients as eager up to float32 round-off, across micro-batch shapes without
+    recompiling per shape."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)  # no worker pool left behind in the test run
     model = tiny_policy.model
     for lens in ([(5, 7), (3, 9), (6, 2)], [(4, 11), (8, 3)]):
         batch = build_batch(random_completions(500, [p for p, _ in lens], [c for _, c in lens], seed=len(lens)),
