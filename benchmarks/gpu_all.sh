@@ -3,7 +3,7 @@
 # MGS_BENCH_TOTAL_S (default 540) seconds in all:
 #   1. bench_rl_step      ours vs TRL 1.16 GRPOTrainer, SmolLM2-135M bf16, GSM8K, 64 prompts x 8, 256 new tokens, kl 0;
 #                         ours 2 warm-up steps (decode graph + training forward compile, memory-sized budget), TRL 1;
-#                         then 5 timed per side, each side <= 200 s; a side that runs out of time still reports the
+#                         TRL first, then ours; 5 timed per side, each side <= 200 s; a side that runs out of time reports the
 #                         steps it finished (marked PARTIAL)
 #   2. bench_mgs_overhead MGS (module PCGrad) vs Mixed RL update on identical fixed rollouts, 3 domains x 171 samples
 #                         (the rl_step batch), budgets 32768 and 65536 tokens each (each side's best counts), 20 reps
@@ -58,13 +58,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # The GGUF -> safetensors conversion (~20 s, once per machine) before anything is timed.
 part prepare "$(cap 90 400)" "$PY" -c "from mgs.rl.model import cached_alias_dir; print(cached_alias_dir('smollm2-135m-instruct'))"
 
-# minimum seconds kept for the parts after rl_step: mgs_overhead 150, reward 40
-RL_LIMIT=$(cap 330 190)
+# minimum seconds kept for the parts after rl_step: mgs_overhead 120, reward 30. TRL's side runs first: on
+# 2026-11-25 ours went first, spent its compile warm-up and a mid-run recompile, and left TRL one timed step.
+RL_LIMIT=$(cap 380 150)
 part rl_step "$RL_LIMIT" "$PY" benchmarks/bench_rl_step.py --device cuda --model smollm2-135m-instruct \
   --dtype bfloat16 "${DATA_ARG[@]}" --prompts 64 --samples 8 --max-new-tokens 256 --temperature 0.7 --kl 0 \
-  --steps 5 --warmup 1 --ours-warmup 2 --timeout 200 --total-timeout $((RL_LIMIT - 15)) --out "$OUT/rl_step.json"
+  --steps 5 --warmup 1 --ours-warmup 2 --sides trl,ours --timeout 200 --total-timeout $((RL_LIMIT - 15)) \
+  --out "$OUT/rl_step.json"
 
-part mgs_overhead "$(cap 150 40)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
+part mgs_overhead "$(cap 150 30)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
   --model smollm2-135m-instruct --dtype bfloat16 --domains 3 --per-domain 171 --max-new-tokens 256 \
   --variants mixed,mgs-module --micro-batch-tokens 32768,65536 --reps 20 --warmup 2 --time-budget 60 \
   --out "$OUT/mgs_overhead.json"
