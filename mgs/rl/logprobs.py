@@ -39,6 +39,7 @@ def _wrapped(model: torch.nn.Module) -> bool:
 
 
 _COMPILED_LAYER_CALL: list[Any] = []
+_ABSENT = object()
 _COMPILED_CHUNK: list[Any] = []
 
 
@@ -65,13 +66,18 @@ def _compiled_layers(body: torch.nn.Module):
     if not _COMPILED_LAYER_CALL:
         _COMPILED_LAYER_CALL.append(torch.compile(torch.nn.Module._call_impl, dynamic=True))
     call = _COMPILED_LAYER_CALL[0]
+    before = [layer.__dict__.get("_compiled_call_impl", _ABSENT) for layer in layers]
     try:
         for layer in layers:
             layer._compiled_call_impl = functools.partial(call, layer)
         yield
-    finally:
-        for layer in layers:
-            layer._compiled_call_impl = None
+    finally:  # restore exactly (absent stays absent): torch.compile of the decode step guards on the layers' dicts,
+        # and a leftover `_compiled_call_impl = None` recompiled it after every first training step
+        for layer, old in zip(layers, before):
+            if old is _ABSENT:
+                layer.__dict__.pop("_compiled_call_impl", None)
+            else:
+                layer._compiled_call_impl = old
 
 
 def _compiled_chunk() -> Any:

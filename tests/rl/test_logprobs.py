@@ -215,7 +215,9 @@ def test_compiled_forward_matches_eager_values_and_gradients(tiny_policy, monkey
     from torch._dynamo.utils import counters
 
     assert counters["stats"]["unique_graphs"] >= 1  # something was compiled ...
-    assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # ... for this forward only
+    # ... for this forward only, the layers restored exactly (a leftover `_compiled_call_impl = None` in their
+    # __dict__ failed a guard of the compiled decode step and recompiled it after the first training step)
+    assert all("_compiled_call_impl" not in layer.__dict__ for layer in model.model.layers)
 
 
 def _cost(groups, lengths, overhead):
