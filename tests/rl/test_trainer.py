@@ -121,7 +121,7 @@ def test_decode_cache_reserved_for_the_longest_training_prompt(tmp_path):
     assert run.backend._max_cache_len == expected
 
 
-def test_training_steps_do_not_recompile_the_decode_step(tmp_path):
+def test_training_steps_do_not_recompile_the_decode_step(tmp_path, monkeypatch):
     """With the compiled decode step (graph backend) and the compiled training forward both on, later steps reuse
     the one decode graph: the training forward leaves the layers exactly as it found them, and the cache is sized
     up front. (A leftover attribute on the layers recompiled the decode step after step 1: 8 s on an H100.)"""
@@ -132,12 +132,12 @@ def test_training_steps_do_not_recompile_the_decode_step(tmp_path):
 
     cfg = config(tmp_path, rollout={"backend": "graph", "compile": "on", "max_new_tokens": 4},
                  train={"compile": "on"}, grpo={"kl_coef": 0.0})
-    with torch._inductor.config.patch(compile_threads=1):
-        run = trainer.Run(cfg)
-        code = GraphDecodeBackend._forward_last.__code__
-        entries = []
-        for step in (1, 2, 3):
-            scored, _ = run.rollout(step, run.plan.stages[0])
-            run.learn(scored, step, run.plan.stages[0])
-            entries.append(len(_debug_get_cache_entry_list(code)))
+    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)  # no worker pool left behind
+    run = trainer.Run(cfg)
+    code = GraphDecodeBackend._forward_last.__code__
+    entries = []
+    for step in (1, 2, 3):
+        scored, _ = run.rollout(step, run.plan.stages[0])
+        run.learn(scored, step, run.plan.stages[0])
+        entries.append(len(_debug_get_cache_entry_list(code)))
     assert entries[0] >= 1 and entries == [entries[0]] * 3, entries
