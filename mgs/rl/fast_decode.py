@@ -98,12 +98,10 @@ class GraphDecodeBackend:
         )
         return out.logits[:, -1]
 
-    def reserve(self, prompt_tokens: int, max_new_tokens: int) -> None:
-        """Size the static cache up front for prompts of up to `prompt_tokens` tokens: the trainer passes its
-        longest training prompt, so a longer prompt arriving mid-run doesn't recompile the decode graph (measured
-        on an H100: a 43 s rollout at step 4 of an RL benchmark)."""
-        self._max_cache_len = max(self._max_cache_len,
-                                  _round_up(prompt_tokens, self.length_multiple) + max_new_tokens)
+    # reserve(prompt_tokens, max_new_tokens): size the static cache up front (the trainer passes its longest
+    # training prompt), so a longer prompt mid-run doesn't recompile the decode graph (an H100 benchmark lost 43 s
+    # at step 4 to that). Same fields as the hf backend, so its method serves both.
+    reserve = HFGenerateBackend.reserve
 
     def _cache_len_for(self, needed: int) -> int:
         """The static cache length for a call needing `needed` positions. It only grows, and then by at least 1.5x
