@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One GPU device call of the matrix (calls last at most 10 minutes; see README "On the GPU"). Arguments go to
+# run.py (give it --deadline-s / --stop-grace-s that end well inside the call). Results collect into the ignored
+# runs/exp-results, which stays on the warm machine between calls and is first filled from the committed
+# results/ (so finished runs are skipped on a fresh machine); everything small comes back as $OUT/exp.tgz.
+# Needs the staged assets: source /tmp/mgs-assets/env.sh first (sets MGS_DATA).
+set -u
+cd "$(dirname "$0")/../.."
+results=runs/exp-results
+mkdir -p "$results"
+cp -rn experiments/smollm2-3domain/results/. "$results/" 2>/dev/null || true
+python3 experiments/smollm2-3domain/run.py --data-dir "${MGS_DATA:?source /tmp/mgs-assets/env.sh first}" \
+  --results-dir "$results" --report-dir runs/exp-report "$@" 2>&1 | tail -60
+tar czf "${OUT:-/tmp}/exp.tgz" "$results" runs/exp-report runs/smollm2-3domain/logs 2>/dev/null
+echo "archive: ${OUT:-/tmp}/exp.tgz"
