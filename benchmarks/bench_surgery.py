@@ -9,6 +9,7 @@ device's copy bandwidth, measured here with a large tensor copy.
 
     python benchmarks/bench_surgery.py --device cuda --layers 28 --iters 3
     python benchmarks/bench_surgery.py --device cpu --layers 2
+    python benchmarks/bench_surgery.py --phases --device cuda   # fixed per-step cost of one resolve, per phase
 
 Implementations (`--impl`, the `impl` column): torch, triton, auto (what the library picks). Default: both
 torch and triton where Triton runs on the device (CUDA), else auto. Per (D, dtype) it also prints the error of
@@ -198,6 +199,149 @@ def sweep_triton(device, num_domains: int = 2, n: int = VOCAB * HIDDEN) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# --phases: the fixed per-step overhead of one `resolve` on SmolLM2-135M-shaped buffers (issue 7).
+
+SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+
+
+def smollm2_135m_shapes() -> dict[str, tuple[int, ...]]:
+    """Names and shapes of SmolLM2-135M's trainable tensors, from its config (a meta-device model: no weights)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**SMOLLM2_135M))
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+class OpCounter:
+    """Counts the aten ops dispatched inside (every tensor op, whatever the device), and among them the reads
+    from a device to the host (`_local_scalar_dense` of a device tensor, copies from a device to the CPU: each
+    one a host sync; always 0 on CPU)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                counter.ops += 1
+                name = func.__name__
+                if name.startswith("_local_scalar_dense"):
+                    counter.syncs += args[0].device.type != "cpu"
+                elif name.startswith(("_to_copy", "copy_")):
+                    src = args[1] if name.startswith("copy_") else args[0]
+                    dst = args[0].device if name.startswith("copy_") else kwargs.get("device")
+                    if isinstance(src, torch.Tensor) and src.device.type != "cpu" and dst is not None \
+                            and torch.device(dst).type == "cpu":
+                        counter.syncs += 1
+                return func(*args, **kwargs)
+
+        self.ops = 0
+        self.syncs = 0
+        self._mode = _Mode()
+
+    def __enter__(self) -> "OpCounter":
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+def kernel_launches(fn, device: torch.device) -> int | None:
+    """CUDA kernels launched by one call of `fn` (torch.profiler; Triton launches included), None off CUDA."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    return sum(1 for e in prof.events() if "LaunchKernel" in e.name)
+
+
+def phase_times(stacked, names, granularity: str, method: str, out, device, impl: str) -> dict[str, float]:
+    """One resolve's work split into its phases, each synchronised (seconds): partition, gramians, weights,
+    stats (SurgeryStats as resolve builds it), summary (what the trainer reads each step), combine."""
+    from mgs.surgery import SurgeryStats
+
+    t0 = time.perf_counter()
+    groups = partition(names, granularity)
+    t1 = time.perf_counter()
+    grams = local_gramians(stacked, groups, impl=impl)
+    sync(device)
+    t2 = time.perf_counter()
+    result = weights(grams, method=method, seed=0, step=1)
+    t3 = time.perf_counter()
+    stats = SurgeryStats(domains=stacked.domains, group_names=list(groups),
+                         gramians=grams.detach().to("cpu", torch.float64), weights=result, method=method,
+                         granularity=granularity, seed=0, step=1,
+                         numels=[sum(stacked.tensors[n][0].numel() for n in m) for m in groups.values()])
+    t4 = time.perf_counter()
+    stats.summary()
+    t5 = time.perf_counter()
+    combine(stacked, groups, result.coeffs, out=out, impl=impl)
+    sync(device)
+    t6 = time.perf_counter()
+    return {"partition": t1 - t0, "gramians": t2 - t1, "weights": t3 - t2, "stats": t4 - t3, "summary": t5 - t4,
+            "combine": t6 - t5}
+
+
+def run_phases(args, device: torch.device) -> None:
+    """Per-phase ms of resolve on SmolLM2-135M-shaped stacked buffers, real size and tiny (same names, 4 columns
+    per tensor: what is left is the fixed per-step cost), plus the end-to-end resolve (with its stats summary)
+    and the number of aten ops / host syncs / CUDA kernel launches one resolve issues."""
+    from mgs.surgery import resolve
+
+    shapes = smollm2_135m_shapes()
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"phases: SmolLM2-135M shapes ({len(shapes)} tensors, {numel(shapes) / 1e6:.1f}M params), D={args.phase_domains}, "
+          f"device {name}, torch {torch.__version__}; median ms of {args.iters} after {args.warmup} warm-up")
+    header = ("| size | dtype | impl | granularity | method | groups | partition | gramians | weights | stats | summary "
+              "| combine | sum of phases | resolve+summary | aten ops | host syncs | kernel launches |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    domains = [f"d{i}" for i in range(args.phase_domains)]
+    for size in args.phase_sizes:
+        for dtype_name in args.dtypes:
+            dtype = dtypes[dtype_name]
+            gen = torch.Generator(device=device).manual_seed(0)
+            tensors = {}
+            for n, s in shapes.items():
+                shape = (len(domains), *s) if size == "real" else (len(domains), 4)
+                tensors[n] = torch.randn(shape, generator=gen, device=device, dtype=dtype)
+            stacked = StackedGrads(domains, tensors)
+            names = list(tensors)
+            out = {n: torch.empty(t.shape[1:], device=device, dtype=dtype) for n, t in tensors.items()}
+            impl = choose_impl(stacked, domains, args.impl[0] if args.impl else "auto")
+            for granularity in args.granularities:
+                for method in args.methods:
+                    runs = [phase_times(stacked, names, granularity, method, out, device, impl)
+                            for _ in range(args.warmup + args.iters)][args.warmup:]
+                    ms = {k: 1e3 * statistics.median(r[k] for r in runs) for k in runs[0]}
+
+                    def whole() -> None:
+                        _, stats = resolve(stacked, granularity=granularity, method=method, seed=0, step=1, out=out,
+                                           impl=impl)
+                        stats.summary()
+
+                    total_ms = 1e3 * statistics.median(timed(whole, device, args.warmup, args.iters))
+                    with OpCounter() as counter:
+                        whole()
+                    launches = kernel_launches(whole, device)
+                    groups = len(partition(names, granularity))
+                    print(f"| {size} | {dtype_name} | {impl} | {granularity} | {method} | {groups} "
+                          + "".join(f"| {ms[k]:.2f} " for k in ms)
+                          + f"| {sum(ms.values()):.2f} | {total_ms:.2f} | {counter.ops} | {counter.syncs} "
+                          f"| {'-' if launches is None else launches} |", flush=True)
+            del stacked, tensors, out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -220,11 +364,19 @@ def main() -> None:
                         help="errors against float64 per (D, dtype)")
     parser.add_argument("--batch-below", type=int, default=None,
                         help="Triton: tensors with fewer columns share one table launch (default: kernels.CONFIG)")
+    parser.add_argument("--phases", action="store_true",
+                        help="instead: per-phase ms, aten ops and host syncs of one resolve on SmolLM2-135M shapes")
+    parser.add_argument("--phase-sizes", nargs="+", default=["real", "tiny"], choices=["real", "tiny"],
+                        help="--phases: real tensor sizes and/or 4 columns per tensor (the fixed cost alone)")
+    parser.add_argument("--phase-domains", type=int, default=3, help="--phases: number of domains")
     args = parser.parse_args()
     if args.batch_below is not None:
         kernels.CONFIG.batch_below = args.batch_below
 
     device = torch.device(args.device)
+    if args.phases:
+        run_phases(args, device)
+        return
     triton_here = device.type == "cuda" and kernels.available(device)
     impls = args.impl or (["triton", "torch"] if triton_here else ["auto"])
     sweep = triton_here if args.sweep is None else args.sweep
