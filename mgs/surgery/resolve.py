@@ -13,7 +13,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from mgs.surgery.gramian import Grads, StackedGrads, combine, grad_domains, local_gramians, param_names
-from mgs.surgery.partition import Groups, Rules, partition
+from mgs.surgery.partition import Groups, Rules, cached_partition
 from mgs.surgery.stats import SurgeryStats
 from mgs.surgery.weights import weights
 
@@ -40,8 +40,8 @@ def resolve(
     """Combine per-domain gradients group by group. Returns `(combined {param_name: Tensor}, stats)`.
 
     domain_grads: `{domain: {param_name: Tensor}}` (same names/shapes in every domain) or `StackedGrads`.
-    granularity / rules / family: how to group the parameters (see `partition`); or pass `groups` directly
-        (e.g. computed once with `partition` at start-up).
+    granularity / rules / family: how to group the parameters (see `partition`; memoised per set of names); or
+        pass `groups` directly (e.g. computed once with `partition` at start-up).
     method: a name in `METHODS` ("sum", "pcgrad", ...). seed, step: seed the method's randomness.
     reduce: sums the stacked local Gramians [num_groups, D, D] over ranks (returns the sum, or None after
         reducing in place like `torch.distributed.all_reduce`). None = single process / full gradients.
@@ -55,18 +55,19 @@ def resolve(
     order = grad_domains(domain_grads, domains)
     names = param_names(domain_grads, order)
     if groups is None:
-        groups = partition(names, granularity, rules=rules, family=family)
+        groups = cached_partition(names, granularity, rules=rules, family=family)
     else:
         _check_groups(groups, names)
     grams = local_gramians(domain_grads, groups, order, impl=impl)
     if reduce is not None:
         reduced = reduce(grams)
         grams = grams if reduced is None else reduced
-    result = weights(grams, method=method, seed=seed, step=step)
+    cpu_grams = grams.detach().to("cpu", torch.float64)  # the step's one device -> host read
+    result = weights(cpu_grams, method=method, seed=seed, step=step)
     stats = SurgeryStats(
         domains=order,
         group_names=list(groups),
-        gramians=grams.detach().to("cpu", torch.float64),
+        gramians=cpu_grams,
         weights=result,
         method=method,
         granularity=getattr(groups, "granularity", "custom"),

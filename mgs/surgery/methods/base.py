@@ -8,6 +8,12 @@ Gramian alone, every rank of a sharded model derives the same W from the all-red
 A method is registered in `METHODS` with `@METHODS.register("name")` and called as
 `method(gram, ctx) -> Weighting`, where `gram` is float64 on the CPU and `ctx` hands out the per-domain random
 generators (seeded from (seed, step, group index, i) only, never from global RNG state).
+
+A method may also provide a batched form, registered with `@batched(method)`: all groups' Gramians
+[G, D, D] -> W [G, D, D] in a few tensor ops instead of G Python calls (the per-step cost that matters at ~60-270
+groups). `weights` uses it when present; the per-group method stays the reference, and the batched form must
+give the same W (bit-for-bit where possible) and the same per-group infos (which it may build lazily: they are
+read only when the stats are written).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -51,3 +57,67 @@ class Weighting:
 
 Method = Callable[[torch.Tensor, GroupContext], Weighting]
 METHODS: Registry[Method] = Registry("surgery method")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a batched method is applied: group g of its Gramians is group index g of `GroupContext`."""
+
+    seed: int
+    step: int
+
+    def group(self, group_index: int) -> GroupContext:
+        return GroupContext(seed=self.seed, step=self.step, group_index=group_index)
+
+
+class LazyInfos(Sequence):
+    """Per-group info dicts built on first access (`make(g)`), then kept: a sequence of G dicts."""
+
+    def __init__(self, length: int, make: Callable[[int], dict[str, Any]]) -> None:
+        self._length = length
+        self._make = make
+        self._built: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(f"group index {index} out of range for {self._length} groups")
+        if index not in self._built:
+            self._built[index] = self._make(index)
+        return self._built[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(self._length))
+
+    def __repr__(self) -> str:
+        return f"LazyInfos({list(self)!r})"
+
+
+@dataclass
+class BatchedWeighting:
+    """`matrices`: W [G, D, D] float64; `infos`: G JSON-serialisable dicts (a list or a `LazyInfos`)."""
+
+    matrices: torch.Tensor
+    infos: Sequence[dict[str, Any]]
+
+
+BatchedMethod = Callable[[torch.Tensor, StepContext], BatchedWeighting]
+
+
+def batched(method: Method) -> Callable[[BatchedMethod], BatchedMethod]:
+    """`@batched(pcgrad)` above `pcgrad_batched(grams [G, D, D], ctx: StepContext) -> BatchedWeighting`: attaches
+    the batched form to the registered per-group method (as `method.batched`), where `weights` finds it."""
+
+    def attach(fn: BatchedMethod) -> BatchedMethod:
+        if getattr(method, "batched", None) is not None:
+            raise ValueError(f"{method!r} already has a batched form ({method.batched!r})")
+        method.batched = fn  # type: ignore[attr-defined]
+        return fn
+
+    return attach
