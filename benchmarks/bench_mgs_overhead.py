@@ -7,8 +7,10 @@ token ids of varied lengths, random advantages) are injected straight into `mgs.
 trainer runs.
 
 Variants (each on the same samples, each with its own best batching):
-Each variant runs at every `--micro-batch-tokens` budget given; "vs mixed" is against the fastest Mixed RL row, and
-the "best" lines compare each variant's fastest budget with it (each with its own best batching).
+Each variant runs at every `--micro-batch-tokens` budget given and every `--pack` setting (packed = padding-free
+micro-batches, train.pack: the budget then counts real tokens); "vs mixed" is against the fastest Mixed RL row of
+the same pack setting, and the "best" lines compare each variant's fastest budget with it (each with its own best
+batching).
 - mixed: Mixed RL as the trainer runs it without monitor mode: one backward over all domains' samples bucketed by
   length together (the domains don't matter), plain `.grad`, no per-domain buffers.
 - mgs-sum: per-domain gradients (micro-batches grouped by domain) combined by the plain sum: the cost of keeping
@@ -26,6 +28,7 @@ the step copies: D buffers plus the combined `.grad`, D x numel x buffer bytes m
 prints a table (with fewer reps, said in the header).
 
   python benchmarks/bench_mgs_overhead.py --device cuda --model smollm2-135m-instruct --dtype bfloat16
+  python benchmarks/bench_mgs_overhead.py --device cuda --model smollm2-135m-instruct --pack on,off --variants mixed,mgs-module
   python benchmarks/bench_mgs_overhead.py --device cpu --model tiny --per-domain 4 --max-new-tokens 16 --reps 5
 """
 
@@ -43,6 +46,8 @@ from typing import Any
 import torch
 
 from mgs.rl.step import StepSettings, TrainSample, plan_schedule, update
+from mgs.rl.logprobs import forward_tokens
+from mgs.rl.trainer import resolve_pack
 
 DOMAIN_NAMES = ("math", "chat", "ifeval", "code", "science")
 # name -> (per_domain, surgery, granularity, method)
@@ -80,7 +85,7 @@ class Variant:
     """One update configuration with its own schedule (best batching) and optimizer; `run_once` times one update."""
 
     def __init__(self, name: str, model: torch.nn.Module, samples: list[TrainSample], order: list[str], args,
-                 pad_id: int, family: str | None, budget: int, label: str) -> None:
+                 pad_id: int, family: str | None, budget: int, label: str, pack: bool = False) -> None:
         per_domain, surgery, granularity, method = VARIANTS[name]
         if per_domain:
             self.samples, run_order = samples, order
@@ -88,10 +93,11 @@ class Variant:
             self.samples = [TrainSample("all", s.prompt_ids, s.completion_ids, s.advantage) for s in samples]
             run_order = ["all"]
         self.name, self.label, self.budget, self.model, self.pad_id = name, label, budget, model, pad_id
+        self.pack = pack
         self.device = next(model.parameters()).device
-        self.schedule = plan_schedule(self.samples, run_order, budget, unit="tokens")
+        self.schedule = plan_schedule(self.samples, run_order, budget, unit="tokens", packed=pack)
         self.settings = StepSettings(per_domain=per_domain, surgery=surgery, granularity=granularity, method=method,
-                                     compile=args.compile_forward,
+                                     compile=args.compile_forward, pack=pack,
                                      buffer_dtype=BUFFER_DTYPES[args.buffer_dtype], family=family, seed=args.seed)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                            weight_decay=0.0, fused=True if self.device.type == "cuda" else None)
@@ -121,7 +127,10 @@ class Variant:
     def result(self) -> dict[str, Any]:
         rows = self.rows
         med = {k: statistics.median(r[k] for r in rows) for k in ("update_s", "train_s", "surgery_s", "optim_s")}
-        return {"variant": self.label, "kind": self.name, "budget": self.budget, "micro_batches": len(self.schedule.micro_batches), "rows": rows, **med,
+        fwd_tokens = sum(forward_tokens([len(self.samples[i].prompt_ids) + len(self.samples[i].completion_ids)
+                                              for i in mb.indices], self.pack) for mb in self.schedule.micro_batches)
+        return {"variant": self.label, "kind": self.name, "budget": self.budget, "pack": self.pack,
+                "micro_batches": len(self.schedule.micro_batches), "forward_tokens": fwd_tokens, "rows": rows, **med,
                 "update_s_min": min(r["update_s"] for r in rows), "buffers_gb": rows[-1]["buffers_gb"],
                 "peak_update_gb": self.peak_extra}
 
@@ -179,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                          "counts); default 32768 on CUDA, 4096 on CPU")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="torch.compile the training forward as the trainer's train.compile (auto = on CUDA)")
+    ap.add_argument("--pack", default="auto",
+                    help="comma list of auto/on/off: packed (padding-free) micro-batches as the trainer's train.pack "
+                         "(auto = on CUDA in fp16/bf16 with torch's varlen attention); each variant runs at each")
     ap.add_argument("--buffer-dtype", default="param", choices=list(BUFFER_DTYPES),
                     help="param = the model's dtype (in place, (D-1) extra gradients); others copy (D + 1)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {list(VARIANTS)}")
@@ -210,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = load_policy(args.model, dtype=args.dtype, device=args.device)
     model = policy.model
     model.eval()  # as the trainer: no dropout
+    packs = list(dict.fromkeys(resolve_pack(x.strip(), model, distributed=False) for x in args.pack.split(",")))
     device = next(model.parameters()).device
     lo, hi = (int(x) for x in args.prompt_tokens.split(","))
     vocab = model.get_input_embeddings().num_embeddings
@@ -226,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
 
     # Round-robin over the variants (rep 1 of each, rep 2 of each, ...): load drift hits all variants alike.
+    def label(name: str, budget: int, pack: bool) -> str:
+        at = "" if len(budgets) == 1 else f"@{budget // 1024}k" if budget >= 1024 else f"@{budget}"
+        return f"{name}{at}{'+pack' if pack and len(packs) > 1 else ''}"
+
     variants = [Variant(name, model, samples, order, args, policy.tokenizer.pad_token_id, family, budget,
-                        name if len(budgets) == 1 else f"{name}@{budget // 1024}k" if budget >= 1024 else f"{name}@{budget}")
-                for budget in budgets for name in args.variants.split(",")]
+                        label(name, budget, pack), pack)
+                for pack in packs for budget in budgets for name in args.variants.split(",")]
     t_timed = None
     for rep in range(args.warmup + args.reps):
         if rep == args.warmup:
@@ -247,23 +264,28 @@ def main(argv: list[str] | None = None) -> int:
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print()
     print(f"model: {policy.note} ({args.dtype}, {numel / 1e6:.1f}M trainable) on {dev_name}; D={args.domains} x "
-          f"{args.per_domain} samples ({tokens} tokens), micro-batches <= {'/'.join(map(str, budgets))} padded tokens, "
-          f"compiled forward {args.compile_forward}, buffers {args.buffer_dtype}; median of {args.reps} updates after {args.warmup} warm-up")
-    base = min((r for r in results if r["kind"] == "mixed"), key=lambda r: r["update_s"], default=None)
-    print(f"{'variant':<16}{'mbs':>5}{'update ms':>11}{'vs mixed':>10}{'train ms':>10}{'surgery ms':>12}"
-          f"{'optim ms':>10}{'peak GB':>9}{'+GB':>8}{'buffers GB':>12}")
+          f"{args.per_domain} samples ({tokens} tokens), micro-batches <= {'/'.join(map(str, budgets))} tokens (padded; "
+          f"real when packed), packed {'/'.join(map(str, packs))}, compiled forward {args.compile_forward}, buffers "
+          f"{args.buffer_dtype}; median of {args.reps} updates after {args.warmup} warm-up")
+    bases = {pack: min((r for r in results if r["kind"] == "mixed" and r["pack"] == pack),
+                       key=lambda r: r["update_s"], default=None) for pack in packs}
+    print(f"{'variant':<22}{'mbs':>5}{'fwd tokens':>11}{'update ms':>11}{'vs mixed':>10}{'train ms':>10}"
+          f"{'surgery ms':>12}{'optim ms':>10}{'peak GB':>9}{'+GB':>8}{'buffers GB':>12}")
     for r in results:
+        base = bases[r["pack"]]
         rel = f"{100 * (r['update_s'] / base['update_s'] - 1):+.1f}%" if base else "-"
         peak = "-" if r["peak_update_gb"] is None else f"{r['peak_update_gb']:.3f}"
         extra = ("-" if r["peak_update_gb"] is None or not base or base["peak_update_gb"] is None
                  else f"{r['peak_update_gb'] - base['peak_update_gb']:+.3f}")
-        print(f"{r['variant']:<16}{r['micro_batches']:>5}{1000 * r['update_s']:>11.1f}{rel:>10}"
+        print(f"{r['variant']:<22}{r['micro_batches']:>5}{r['forward_tokens']:>11}{1000 * r['update_s']:>11.1f}{rel:>10}"
               f"{1000 * r['train_s']:>10.1f}{1000 * r['surgery_s']:>12.2f}{1000 * r['optim_s']:>10.1f}{peak:>9}"
               f"{extra:>8}{r['buffers_gb']:>12.3f}")
-    if len(budgets) > 1 and base:
+    for pack, base in bases.items():
+        if base is None or (len(budgets) == 1 and len(packs) == 1):
+            continue
         for kind in dict.fromkeys(r["kind"] for r in results):
-            best = min((r for r in results if r["kind"] == kind), key=lambda r: r["update_s"])
-            print(f"best {kind}: {best['variant']} {1000 * best['update_s']:.1f} ms "
+            best = min((r for r in results if r["kind"] == kind and r["pack"] == pack), key=lambda r: r["update_s"])
+            print(f"best {kind}{' packed' if pack else ''}: {best['variant']} {1000 * best['update_s']:.1f} ms "
                   f"({100 * (best['update_s'] / base['update_s'] - 1):+.1f}% vs the best mixed, {base['variant']})")
     book = bookkeeping_ms(params, args.domains, BUFFER_DTYPES[args.buffer_dtype], reps=5)
     print(f"norm/finite bookkeeping of one MGS step (D={args.domains}, {len(params)} tensors): per-tensor host syncs "

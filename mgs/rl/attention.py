@@ -11,15 +11,31 @@ head's *queries*: q [B, H, 1, D] -> [B, H_kv, H / H_kv, D], attention against th
 attends to exactly the same keys with the same mask), no copy. Every other call (prefill, training, no GQA) goes
 to transformers' own SDPA function unchanged.
 
+Packed (padding-free) training forwards go through the same implementation: the micro-batch is ONE row [1, N] of
+its samples' tokens concatenated, and the body's forward gets `packed_cu_seqlens` (int32 [S+1], the samples'
+boundaries) and `packed_max_len` (an upper bound of the longest sample) as extra keyword arguments, which
+transformers hands on to the attention function. Each sample then attends causally to itself only: on CUDA in
+fp16/bf16 through torch's variable-length flash kernel (`torch.nn.attention.varlen.varlen_attn`), elsewhere through
+one causal SDPA call per sample (exact; the reference and the CPU path). Inside `packing()` the mask builder
+returns None: transformers would otherwise see the restarting position ids, build an [N, N] block mask (GBs at
+N = 32k) and force a masked SDPA that the packed path never reads.
+
 `use_gqa_decode(model)` registers this as the attention implementation "mgs_sdpa" (with SDPA's mask builder) and
 switches a model that uses "sdpa" to it; models on other implementations are left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+
 import torch
 
 IMPLEMENTATION = "mgs_sdpa"
+PACKED_KWARGS = ("packed_cu_seqlens", "packed_max_len")  # what a packed forward passes through the body
+_packing = False  # True inside `packing()`: the mask builder of "mgs_sdpa" returns None (a plain global: the
+# compiled decode step reads it too, and dynamo guards a module global without a graph break)
 
 
 def gqa_decode_attention(
@@ -33,9 +49,17 @@ def gqa_decode_attention(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention-interface function. query [B, H, Tq, D], key/value [B, H_kv, L, D] ->
-    (output [B, Tq, H, D], None)."""
+    (output [B, Tq, H, D], None). With `packed_cu_seqlens` in kwargs: a packed row (B = 1), see
+    `packed_attention`."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    cu_seqlens = kwargs.pop(PACKED_KWARGS[0], None)
+    max_len = kwargs.pop(PACKED_KWARGS[1], None)
+    if cu_seqlens is not None:
+        if attention_mask is not None:
+            raise ValueError("a packed forward got an attention mask: run it inside mgs.rl.attention.packing() with "
+                             "attention_mask=None (the samples' boundaries are packed_cu_seqlens)")
+        return packed_attention(query, key, value, cu_seqlens, max_len, scaling=scaling, dropout=dropout), None
     batch, heads, q_len, head_dim = query.shape
     kv_heads = key.shape[1]
     plain = (
@@ -52,13 +76,100 @@ def gqa_decode_attention(
     return out.reshape(batch, heads, 1, head_dim).transpose(1, 2).contiguous(), None
 
 
+@functools.cache
+def _varlen_attn():
+    """(torch's varlen_attn, whether it takes `enable_gqa`), or None where this torch has no varlen module."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn, "enable_gqa" in inspect.signature(varlen_attn).parameters
+
+
+def varlen_kernel_applies(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether packed attention runs the flash varlen kernel here: CUDA (compute capability >= 8.0), fp16/bf16,
+    and a torch with `torch.nn.attention.varlen`. Elsewhere it takes the exact per-sample SDPA path."""
+    device = torch.device(device)
+    return (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and _varlen_attn() is not None
+            and torch.cuda.get_device_capability(device) >= (8, 0))
+
+
+def packed_max_len(longest: int) -> int:
+    """The `packed_max_len` to pass for a longest sample of `longest` tokens: the next power of two, >= 16. It is
+    only an upper bound for the kernel's grid; a new value per micro-batch would recompile compiled layers."""
+    return max(16, 1 << max(0, int(longest) - 1).bit_length())
+
+
+def packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor,
+                     max_len: int, *, scaling: float | None = None, dropout: float = 0.0) -> torch.Tensor:
+    """Causal attention of each packed sample to itself. query [1, H, N, D], key/value [1, H_kv, N, D] (N = the
+    samples' tokens concatenated), cu_seqlens int32 [S+1] (sample s is tokens cu[s]:cu[s+1]), max_len >= the
+    longest sample -> output [1, N, H, D]. Query head h reads KV head h // (H / H_kv) (transformers' repeat_kv)."""
+    if query.shape[0] != 1:
+        raise ValueError(f"a packed forward is one row [1, N]; got a batch of {query.shape[0]}")
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads are not a multiple of {kv_heads} KV heads")
+    if varlen_kernel_applies(query.device, query.dtype):
+        if dropout:
+            raise ValueError("the varlen attention kernel has no dropout: call model.eval() for packed training "
+                             "(or set train.pack=off)")
+        varlen_attn, takes_gqa = _varlen_attn()
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [N, heads, D]
+        gqa = {}
+        if kv_heads != heads:
+            if takes_gqa:
+                gqa = {"enable_gqa": True}
+            else:  # torch 2.11's varlen_attn has no enable_gqa: expand K/V to the query heads
+                k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
+        out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=scaling, window_size=(-1, 0),
+                          **gqa)
+        return out[None]
+    return _per_sample_sdpa(query, key, value, cu_seqlens, scaling, dropout)
+
+
+@torch.compiler.disable  # loops over host-side lengths: a compiled layer calls it eagerly (graph break), no guard on S
+def _per_sample_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor,
+                     scaling: float | None, dropout: float) -> torch.Tensor:
+    """The exact path of `packed_attention`: one causal SDPA per sample (any device and dtype)."""
+    bounds = cu_seqlens.tolist()
+    gqa = key.shape[1] != query.shape[1]
+    parts = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, lo:hi], key[:, :, lo:hi], value[:, :, lo:hi], dropout_p=dropout, is_causal=True, scale=scaling,
+        enable_gqa=gqa) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    if bounds[-1] != query.shape[2]:
+        raise ValueError(f"packed_cu_seqlens ends at {bounds[-1]}, the packed row has {query.shape[2]} tokens")
+    return torch.cat(parts, dim=2).transpose(1, 2)  # [1, N, H, D]
+
+
+@contextlib.contextmanager
+def packing():
+    """Inside: the "mgs_sdpa" mask builder returns None (see the module docstring). For the body forward of a packed
+    micro-batch only."""
+    global _packing
+    before, _packing = _packing, True
+    try:
+        yield
+    finally:
+        _packing = before
+
+
+def _mask(*args, **kwargs):
+    """transformers' SDPA mask builder, except inside `packing()` (no mask: the packed kwargs carry the layout)."""
+    if _packing:
+        return None
+    from transformers import masking_utils
+
+    return masking_utils.sdpa_mask(*args, **kwargs)
+
+
 def register() -> None:
     """Make "mgs_sdpa" a known attention implementation (idempotent)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(IMPLEMENTATION, gqa_decode_attention)
-    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+    AttentionMaskInterface.register(IMPLEMENTATION, _mask)
 
 
 def use_gqa_decode(model: torch.nn.Module) -> bool:

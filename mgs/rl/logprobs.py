@@ -96,18 +96,47 @@ def _body_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
     return None if torch.equal(attention_mask.bool(), prefix) else attention_mask
 
 
+def _packed_body(body: torch.nn.Module, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The body on right-padded rows [B, T] packed into one row: real tokens concatenated in row order [1, N],
+    position ids restarting at 0 per row, attention kept within each row (mgs.rl.attention's packed kwargs, no
+    mask built). Returns (hidden [1, N, H], offsets [B]: where row b starts in the packed row; token t of row b
+    is packed position offsets[b] + t)."""
+    from mgs.rl.attention import IMPLEMENTATION, PACKED_KWARGS, packed_max_len, packing
+
+    impl = getattr(getattr(body, "config", None), "_attn_implementation", None)
+    if impl != IMPLEMENTATION:
+        raise ValueError(f"packed token_logprobs needs the {IMPLEMENTATION!r} attention (mgs.rl.attention."
+                         f"use_gqa_decode; load_policy sets it), this model uses {impl!r}: set train.pack=off")
+    if _body_mask(attention_mask) is not None:
+        raise ValueError("packed token_logprobs needs right-padded rows (ones, then zeros); build them with build_batch")
+    lengths = attention_mask.sum(dim=1)  # [B]
+    offsets = torch.cumsum(lengths, 0) - lengths
+    real = attention_mask.bool()
+    flat_ids = input_ids[real][None]  # [1, N], row-major: row 0's tokens, then row 1's, ...
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)[real][None]
+    kept = lengths[lengths > 0]  # empty rows take no place in the packed row
+    cu_seqlens = torch.nn.functional.pad(torch.cumsum(kept, 0), (1, 0)).to(torch.int32)  # [S+1]
+    extra = dict(zip(PACKED_KWARGS, (cu_seqlens, packed_max_len(int(lengths.max())))))
+    with packing():
+        hidden = body(input_ids=flat_ids, attention_mask=None, position_ids=positions, use_cache=False,
+                      **extra).last_hidden_state
+    return hidden, offsets
+
+
 def _chunk_logp_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """hidden [N, H], targets [N] -> (logp [N] float32, entropy [N] float32)."""
+    """hidden [N, H], targets [N] -> (logp [N], entropy [N]) in float32 (float64 for float64 hidden)."""
     return _logits_logp_entropy(torch.nn.functional.linear(hidden, weight, bias), targets, temperature)
 
 
 def _logits_logp_entropy(
     logits: torch.Tensor, targets: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [N, V] (any float dtype), targets [N] -> (logp [N] float32, entropy [N] float32)."""
-    logits = logits.float()
+    """logits [N, V] (any float dtype), targets [N] -> (logp [N], entropy [N]) in float32, or float64 for float64
+    logits (a float64 model's exact reference stays exact)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
@@ -129,12 +158,13 @@ def token_logprobs(
     temperature: float = 1.0,
     via_forward: bool | None = None,
     compile: bool = False,
+    packed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each token from position `start` on, given the tokens before it.
 
     input_ids, attention_mask [B, T]: right-padded sequences (prompt + completion).
     start: int (same completion start for every row) or LongTensor [B] (per-row start = prompt length).
-    Returns logp [B, Tc] float32 with Tc = T - min(start); column j of row b is the token at position start[b] + j;
+    Returns logp [B, Tc] float32 (float64 for a float64 model) with Tc = T - min(start); column j of row b is the token at position start[b] + j;
     positions past the row's end or on padding are 0. entropy [B, Tc] (of the next-token distribution at the same
     places; detached, a diagnostic, unless `entropy_grad` is set for an entropy bonus in the loss) or None.
     `temperature` divides the logits (match the sampling temperature).
@@ -146,6 +176,10 @@ def token_logprobs(
     compile: run the decoder layers and the LM-head chunks through `torch.compile` (`_compiled_layers`; dynamic
     shapes: compiled once). Ignored on the `via_forward` path; not for models with gradient checkpointing (its
     recomputation would run the plain layers). Same values up to float round-off (fused kernels reorder sums).
+    packed: run the body on the real tokens only, concatenated into one row [1, N] (`_packed_body`), instead of the
+    padded [B, T]: compute and memory follow the tokens, not rows x longest. Same outputs and layout. Needs
+    right-padded rows and a model on the "mgs_sdpa" attention (mgs.rl.attention); ignored on the `via_forward`
+    path (DDP / FSDP2 models keep padding).
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be [B, T]")
@@ -182,9 +216,13 @@ def token_logprobs(
         body, head = _body_and_head(model)
         chunk_fn = _compiled_chunk() if compile else _chunk_logp_entropy
         with _compiled_layers(body) if compile else contextlib.nullcontext():
-            hidden = body(input_ids=input_ids, attention_mask=_body_mask(attention_mask),
-                          use_cache=False).last_hidden_state
-        h = hidden[b_idx, pos - 1]  # [N, H]
+            if packed:
+                hidden, offsets = _packed_body(body, input_ids, attention_mask)
+                h = hidden[0, offsets[b_idx] + pos - 1]  # [N, H]
+            else:
+                hidden = body(input_ids=input_ids, attention_mask=_body_mask(attention_mask),
+                              use_cache=False).last_hidden_state
+                h = hidden[b_idx, pos - 1]  # [N, H]
         weight, bias = head.weight, getattr(head, "bias", None)
         use_ckpt = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
         for s in range(0, h.shape[0], chunk_tokens):
@@ -196,11 +234,11 @@ def token_logprobs(
             logp_parts.append(lp)
             ent_parts.append(ent if entropy_grad else ent.detach())
     flat_logp = torch.cat(logp_parts) if logp_parts else torch.zeros(0, dtype=torch.float32, device=device)
-    logp = torch.zeros(B, Tc, dtype=torch.float32, device=device).index_put((b_idx, j_idx), flat_logp)
+    logp = torch.zeros(B, Tc, dtype=flat_logp.dtype, device=device).index_put((b_idx, j_idx), flat_logp)
     entropy = None
     if return_entropy:
         flat_ent = torch.cat(ent_parts) if ent_parts else flat_logp.detach()
-        entropy = torch.zeros(B, Tc, dtype=torch.float32, device=device).index_put((b_idx, j_idx), flat_ent)
+        entropy = torch.zeros(B, Tc, dtype=flat_ent.dtype, device=device).index_put((b_idx, j_idx), flat_ent)
     return logp, entropy
 
 
@@ -286,3 +324,32 @@ def plan_micro_batches(lengths: Sequence[int], max_tokens: int,
         groups.append(order[int(start[j]) : j])
         j = int(start[j])
     return groups[::-1]
+
+
+def forward_tokens(lengths: Sequence[int], packed: bool) -> int:
+    """Tokens one forward of a micro-batch with these sequence lengths runs (what a token budget counts): their sum
+    packed, rows x longest padded."""
+    return sum(lengths) if packed else len(lengths) * max(lengths, default=0)
+
+
+def plan_packed_micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped into packed micro-batches (`token_logprobs(..., packed=True)`): a packed micro-batch costs
+    its tokens, not rows x longest, so the best plan is the fewest micro-batches with sum(lengths) <= max_tokens
+    each (a single over-long sequence gets a group of its own). First-fit decreasing: longest first, each into the
+    first group it fits. Optimal whenever every sequence is short next to the budget (the RL case: a few hundred
+    tokens against tens of thousands) and never worse than 11/9 of the optimum + 1 in general. Groups come out
+    in first-fit order, each longest first."""
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    groups: list[list[int]] = []
+    room: list[int] = []  # tokens each group can still take
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = int(lengths[i])
+        g = next((k for k, r in enumerate(room) if n <= r), None)
+        if g is None:
+            groups.append([i])
+            room.append(max_tokens - n)  # negative for an over-long sequence: nothing joins it
+        else:
+            groups[g].append(i)
+            room[g] -= n
+    return groups

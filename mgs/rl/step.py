@@ -69,11 +69,14 @@ def plan_schedule(
     micro_batch_size: int,
     unit: str = "samples",
     loss_denominator: float | None = None,
+    packed: bool = False,
 ) -> Schedule:
     """Group `samples` by domain (in `domain_order`), sort each domain's samples by length (bucketing: less
     padding) and cut them into micro-batches of at most `micro_batch_size` samples, or padded tokens (rows x
-    longest prompt+completion; a longer sample gets a micro-batch of its own). Domains of `domain_order` without
-    samples are `absent`. The denominator defaults to the completion tokens of all `samples`."""
+    longest prompt+completion; a longer sample gets a micro-batch of its own). `packed` (the forward packs each
+    micro-batch, StepSettings.pack): a token budget counts real tokens, and the fewest micro-batches within it are
+    planned (plan_packed_micro_batches). Domains of `domain_order` without samples are `absent`. The denominator
+    defaults to the completion tokens of all `samples`."""
     if unit not in ("samples", "tokens"):
         raise ValueError(f"micro-batch unit must be 'samples' or 'tokens', got {unit!r}")
     unknown = {s.domain for s in samples} - set(domain_order)
@@ -87,10 +90,10 @@ def plan_schedule(
             continue
         present.append(domain)
         lengths = [len(samples[i].prompt_ids) + len(samples[i].completion_ids) for i in idx]
-        if unit == "tokens":  # padded size rows x longest row <= micro_batch_size
-            from mgs.rl.logprobs import plan_micro_batches
+        if unit == "tokens":  # padded size rows x longest row (packed: sum of lengths) <= micro_batch_size
+            from mgs.rl.logprobs import plan_micro_batches, plan_packed_micro_batches
 
-            chunks = plan_micro_batches(lengths, micro_batch_size)
+            chunks = (plan_packed_micro_batches if packed else plan_micro_batches)(lengths, micro_batch_size)
         else:
             order = sorted(range(len(idx)), key=lambda j: (-lengths[j], j))
             chunks = [order[k : k + micro_batch_size] for k in range(0, len(order), micro_batch_size)]
@@ -118,6 +121,7 @@ class StepSettings:
     family: str | None = None  # model family for the partition rules
     temperature: float = 1.0  # sampling temperature: log-probs are those of the distribution that was sampled
     compile: bool = False  # torch.compile the forward (mgs.rl.logprobs.token_logprobs)
+    pack: bool = False  # padding-free micro-batches (token_logprobs(packed=True); plan_schedule(packed=True))
 
 
 @dataclass
@@ -153,7 +157,7 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
     batch = _batch(samples, pad_id, device)
     logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
                                    temperature=settings.temperature, entropy_grad=bool(settings.entropy_coef),
-                                   compile=settings.compile)
+                                   compile=settings.compile, packed=settings.pack)
     mask = batch.completion_mask
     adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device)
     ref = None
@@ -170,15 +174,17 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
 @torch.inference_mode()
 def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], pad_id: int,
                        batch_size: int = 16, temperature: float = 1.0,
-                       max_tokens: int | None = None) -> list[torch.Tensor]:
+                       max_tokens: int | None = None, packed: bool = False) -> list[torch.Tensor]:
     """Reference log-probs of each sample's completion tokens (once per step, only when kl_coef != 0), in the
     samples' order. Batches: `batch_size` samples in order, or with `max_tokens` length-bucketed groups of at most
-    that many padded tokens (inference keeps no activations, so a training token budget is safe here)."""
-    from mgs.rl.logprobs import plan_micro_batches, token_logprobs
+    that many padded tokens (inference keeps no activations, so a training token budget is safe here). `packed`:
+    padding-free forwards, `max_tokens` then counts real tokens (as the training step with StepSettings.pack)."""
+    from mgs.rl.logprobs import plan_micro_batches, plan_packed_micro_batches, token_logprobs
 
     device = next(model.parameters()).device
     if max_tokens:
-        groups = plan_micro_batches([len(s.prompt_ids) + len(s.completion_ids) for s in samples], max_tokens)
+        planner = plan_packed_micro_batches if packed else plan_micro_batches
+        groups = planner([len(s.prompt_ids) + len(s.completion_ids) for s in samples], max_tokens)
     else:
         groups = [list(range(i, min(i + batch_size, len(samples)))) for i in range(0, len(samples), batch_size)]
     out: list[torch.Tensor | None] = [None] * len(samples)
@@ -186,7 +192,7 @@ def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], p
         chunk = [samples[i] for i in group]
         batch = _batch(chunk, pad_id, device)
         logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
-                                 return_entropy=False, temperature=temperature)
+                                 return_entropy=False, temperature=temperature, packed=packed)
         for b, (i, s) in enumerate(zip(group, chunk)):
             out[i] = logp[b, : len(s.completion_ids)].float().cpu()
     return out  # type: ignore[return-value]

@@ -51,6 +51,7 @@ from mgs.registry import Registry
 from mgs.rl import checkpoint
 from mgs.rl.grpo import group_advantages
 from mgs.rl.logging import RunLogger, read_metrics
+from mgs.rl.logprobs import forward_tokens
 from mgs.rl.step import StepOutcome, StepSettings, TrainSample, plan_schedule, reference_logprobs, update
 
 # ----------------------------------------------------------------------------------------------------- strategies
@@ -119,8 +120,8 @@ AUTO_MICRO_BATCH = {False: (16, "samples"), True: (32768, "tokens")}  # by "on C
 
 class TokenBudget:
     """The micro-batch token budget of an auto-sized CUDA run, sized from memory: after each update the activation
-    bytes per padded token are read off the peak memory (peak - what was allocated before, over the largest
-    micro-batch), and the next budget is what fits `fraction` of the memory this process can get, rounded down to
+    bytes per forward token (padded, or real when packed) are read off the peak memory (peak - what was allocated
+    before, over the largest micro-batch), and the next budget is what fits `fraction` of the memory this process can get, rounded down to
     4096 tokens, at most 2x the last one (grows step by step), within [floor, cap]. Fewer, larger micro-batches
     cost fewer launches per token, and MGS (one micro-batch series per domain) needs no more of them than Mixed RL.
     The first step uses `start` (AUTO_MICRO_BATCH's 32768), which fits a 135M-1B model on a 24 GB card."""
@@ -160,6 +161,31 @@ def resolve_compile(setting: str, on_cuda: bool, distributed: bool, checkpointin
     if checkpointing:
         return False
     return {"on": True, "off": False, "auto": on_cuda and not distributed}[setting]
+
+
+def resolve_pack(setting: str, model: torch.nn.Module, distributed: bool) -> bool:
+    """train.pack -> whether micro-batches are packed (padding-free). "auto" = where the variable-length flash
+    kernel applies (single-process CUDA, fp16/bf16, torch's varlen attention, the model on the "mgs_sdpa"
+    attention); "on" = also elsewhere (the exact per-sample SDPA path, e.g. CPU). DDP/FSDP2 models run the wrapped
+    forward, which pads: never packed there."""
+    from mgs.rl.attention import IMPLEMENTATION, varlen_kernel_applies
+
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"train.pack must be auto, on or off, got {setting!r}")
+    if setting == "off":
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    impl = getattr(getattr(base, "config", None), "_attn_implementation", None)
+    if setting == "on":
+        if distributed:
+            raise ValueError("train.pack=on is not supported under DDP/FSDP2 (their wrapped forward pads); set "
+                             "train.pack=auto or off")
+        if impl != IMPLEMENTATION:
+            raise ValueError(f"train.pack=on needs the {IMPLEMENTATION!r} attention, this model uses {impl!r}; set "
+                             "train.pack=auto or off")
+        return True
+    param = next(base.parameters())
+    return not distributed and impl == IMPLEMENTATION and varlen_kernel_applies(param.device, param.dtype)
 
 
 def allocate(weights: dict[str, float], total: int) -> dict[str, int]:
@@ -245,6 +271,7 @@ class Reference:
     def __init__(self, policy, temperature: float) -> None:
         self.policy, self.temperature = policy, temperature
         self.max_tokens: int | None = None  # padded tokens per reference pass (the step's budget; None: 16 samples)
+        self.packed = False  # padding-free passes (the step's StepSettings.pack; max_tokens then counts real tokens)
         self.model = None if policy.is_peft else copy.deepcopy(policy.model).requires_grad_(False).eval()
 
     def reset_to_policy(self) -> None:
@@ -263,10 +290,10 @@ class Reference:
         pad = self.policy.tokenizer.pad_token_id
         if self.model is not None:
             return reference_logprobs(self.model, samples, pad, temperature=self.temperature,
-                                      max_tokens=self.max_tokens)
+                                      max_tokens=self.max_tokens, packed=self.packed)
         with self.policy.model.disable_adapter():
             return reference_logprobs(self.policy.model, samples, pad, temperature=self.temperature,
-                                      max_tokens=self.max_tokens)
+                                      max_tokens=self.max_tokens, packed=self.packed)
 
 
 class Run:
@@ -320,7 +347,10 @@ class Run:
             granularity=s.granularity, method=s.method, seed=cfg.train.seed, temperature=cfg.rollout.temperature,
             buffer_dtype={"param": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
                           "float16": torch.float16}[s.buffer_dtype],
-            compile=resolve_compile(cfg.train.compile, on_cuda, self.ctx.distributed, cfg.model.gradient_checkpointing))
+            compile=resolve_compile(cfg.train.compile, on_cuda, self.ctx.distributed, cfg.model.gradient_checkpointing),
+            pack=resolve_pack(cfg.train.pack, self.policy.model, self.ctx.distributed))
+        if self.reference is not None:
+            self.reference.packed = self.settings.pack
         if self.ctx.distributed:
             self._startup_checks()
 
@@ -471,13 +501,14 @@ class Run:
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
                     base = torch.cuda.memory_allocated()
-                schedule = plan_schedule(samples, stage_domains, self.micro_batch_size, self.micro_batch_unit)
+                schedule = plan_schedule(samples, stage_domains, self.micro_batch_size, self.micro_batch_unit,
+                                         packed=self.settings.pack)
                 outcome = update(self.model, self.optimizer, samples, schedule, self.settings, step=step,
                                  pad_id=pad_id, keep_domain_grads=keep_domain_grads)
                 if budget is not None:
-                    largest = max((len(mb.indices) * max(len(samples[i].prompt_ids) + len(samples[i].completion_ids)
-                                                        for i in mb.indices) for mb in schedule.micro_batches
-                                   if mb.indices), default=0)
+                    largest = max((forward_tokens([len(samples[i].prompt_ids) + len(samples[i].completion_ids)
+                                                    for i in mb.indices], self.settings.pack)
+                                   for mb in schedule.micro_batches if mb.indices), default=0)
                     free, _ = torch.cuda.mem_get_info()
                     outcome.metrics["train/micro_batch_tokens"] = float(self.micro_batch_size)
                     budget.observe(base, torch.cuda.max_memory_allocated(), largest,
