@@ -255,3 +255,37 @@ def test_resolve_pack(tiny_policy):
         resolve_pack("on", model, False)
     with pytest.raises(ValueError, match="train.pack must be"):
         resolve_pack("yes", model, False)
+
+
+def test_trainer_step_with_pack_on_equals_pack_off(tmp_path):
+    """train.pack=on through the trainer (token budget, KL reference, MGS): the settings and the reference take
+    it, and one rollout + update gives the same loss and parameters as train.pack=off (float32 round-off)."""
+    from mgs.config import from_dict
+    from mgs.rl import trainer
+
+    outcomes = {}
+    for pack in ("off", "on"):
+        cfg = from_dict({
+            "model": {"name": "tiny:llama"},
+            "domains": [{"name": "vowels", "kind": "toy", "params": {"chars": "aeiou"}},
+                        {"name": "digits", "kind": "toy", "params": {"chars": "0123456789 "}}],
+            "strategy": {"name": "mgs"},
+            "grpo": {"group_size": 4, "prompts_per_step": 2, "kl_coef": 0.01},
+            "rollout": {"max_new_tokens": 6},
+            "optim": {"lr": 1e-2, "weight_decay": 0.0},
+            "train": {"steps": 1, "out_dir": str(tmp_path / pack), "micro_batch_size": 64,
+                      "micro_batch_unit": "tokens", "pack": pack},
+            "eval": {"before": False, "after": False},
+            "logging": {"progress": False},
+        })
+        run = trainer.Run(cfg)
+        assert run.settings.pack is (pack == "on") and run.reference.packed is (pack == "on")
+        scored, _ = run.rollout(1, run.plan.stages[0])
+        outcome, _ = run.learn(scored, 1, run.plan.stages[0])
+        outcomes[pack] = (outcome.metrics, {n: p.detach().clone() for n, p in run.policy.model.named_parameters()})
+    (m_off, p_off), (m_on, p_on) = outcomes["off"], outcomes["on"]
+    assert m_on["train/skipped"] == m_off["train/skipped"] == 0.0
+    assert m_on["train/loss"] == pytest.approx(m_off["train/loss"], rel=1e-5, abs=1e-7)
+    assert m_on["train/kl"] == pytest.approx(m_off["train/kl"], rel=1e-4, abs=1e-7)
+    for name, p in p_off.items():
+        torch.testing.assert_close(p_on[name], p, rtol=1e-5, atol=1e-6, msg=name)
