@@ -258,28 +258,36 @@ def kernel_launches(fn, device: torch.device) -> int | None:
         return None
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
-        sync(device)
-    return sum(1 for e in prof.events() if "LaunchKernel" in e.name)
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            sync(device)
+        return sum(1 for e in prof.events() if "LaunchKernel" in e.name)  # cuda* and cu* (Triton) launches
+    except Exception:  # a profiler that can't start here: the table shows "-"
+        return None
 
 
 def phase_times(stacked, names, granularity: str, method: str, out, device, impl: str) -> dict[str, float]:
-    """One resolve's work split into its phases, each synchronised (seconds): partition, gramians, weights,
-    stats (SurgeryStats as resolve builds it), summary (what the trainer reads each step), combine."""
+    """One resolve's work split into its phases as resolve runs them, each synchronised (seconds): partition
+    (memoised where the library has `cached_partition`), gramians, weights (with the one device -> host read of
+    the Gramians), stats (building SurgeryStats), summary (what the trainer reads each step), combine."""
     from mgs.surgery import SurgeryStats
 
+    try:
+        from mgs.surgery.partition import cached_partition as grouping
+    except ImportError:  # a library from before the memo (to compare against it)
+        grouping = partition
     t0 = time.perf_counter()
-    groups = partition(names, granularity)
+    groups = grouping(names, granularity)
     t1 = time.perf_counter()
     grams = local_gramians(stacked, groups, impl=impl)
     sync(device)
     t2 = time.perf_counter()
-    result = weights(grams, method=method, seed=0, step=1)
+    cpu_grams = grams.detach().to("cpu", torch.float64)
+    result = weights(cpu_grams, method=method, seed=0, step=1)
     t3 = time.perf_counter()
-    stats = SurgeryStats(domains=stacked.domains, group_names=list(groups),
-                         gramians=grams.detach().to("cpu", torch.float64), weights=result, method=method,
-                         granularity=granularity, seed=0, step=1,
+    stats = SurgeryStats(domains=stacked.domains, group_names=list(groups), gramians=cpu_grams, weights=result,
+                         method=method, granularity=granularity, seed=0, step=1,
                          numels=[sum(stacked.tensors[n][0].numel() for n in m) for m in groups.values()])
     t4 = time.perf_counter()
     stats.summary()
@@ -291,10 +299,20 @@ def phase_times(stacked, names, granularity: str, method: str, out, device, impl
             "combine": t6 - t5}
 
 
+def to_dict_ms(stacked, granularity: str, method: str) -> float:
+    """ms of `stats.to_dict()` (what the trainer writes to surgery/step_*.json every step, on rank 0)."""
+    from mgs.surgery import resolve
+
+    _, stats = resolve(stacked, granularity=granularity, method=method, seed=0, step=1)
+    start = time.perf_counter()
+    stats.to_dict()
+    return 1e3 * (time.perf_counter() - start)
+
+
 def run_phases(args, device: torch.device) -> None:
     """Per-phase ms of resolve on SmolLM2-135M-shaped stacked buffers, real size and tiny (same names, 4 columns
-    per tensor: what is left is the fixed per-step cost), plus the end-to-end resolve (with its stats summary)
-    and the number of aten ops / host syncs / CUDA kernel launches one resolve issues."""
+    per tensor: what is left is the fixed per-step cost), plus the end-to-end resolve (with its stats summary),
+    the number of aten ops / host syncs / CUDA kernel launches one resolve issues, and the ms of to_dict."""
     from mgs.surgery import resolve
 
     shapes = smollm2_135m_shapes()
@@ -303,7 +321,7 @@ def run_phases(args, device: torch.device) -> None:
     print(f"phases: SmolLM2-135M shapes ({len(shapes)} tensors, {numel(shapes) / 1e6:.1f}M params), D={args.phase_domains}, "
           f"device {name}, torch {torch.__version__}; median ms of {args.iters} after {args.warmup} warm-up")
     header = ("| size | dtype | impl | granularity | method | groups | partition | gramians | weights | stats | summary "
-              "| combine | sum of phases | resolve+summary | aten ops | host syncs | kernel launches |")
+              "| combine | sum of phases | resolve+summary | aten ops | host syncs | kernel launches | to_dict |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     domains = [f"d{i}" for i in range(args.phase_domains)]
@@ -335,10 +353,11 @@ def run_phases(args, device: torch.device) -> None:
                         whole()
                     launches = kernel_launches(whole, device)
                     groups = len(partition(names, granularity))
+                    dict_ms = statistics.median(to_dict_ms(stacked, granularity, method) for _ in range(3))
                     print(f"| {size} | {dtype_name} | {impl} | {granularity} | {method} | {groups} "
                           + "".join(f"| {ms[k]:.2f} " for k in ms)
                           + f"| {sum(ms.values()):.2f} | {total_ms:.2f} | {counter.ops} | {counter.syncs} "
-                          f"| {'-' if launches is None else launches} |", flush=True)
+                          f"| {'-' if launches is None else launches} | {dict_ms:.1f} |", flush=True)
             del stacked, tensors, out
 
 

@@ -188,6 +188,14 @@ def _device(grads: Grads, domains: Sequence[str]) -> torch.device:
     return next(iter(tensors)).device
 
 
+def _fits_kernels(stacked: torch.Tensor) -> bool:
+    """`kernels.supports` of the [D, n] rows of a stacked buffer; a contiguous buffer (the trainer's) passes
+    without building the view (this runs per tensor, twice per step)."""
+    if stacked.is_contiguous():
+        return stacked.dtype in kernels.DTYPES and stacked.shape[0] <= kernels.MAX_DOMAINS
+    return kernels.supports(stacked.reshape(stacked.shape[0], -1))
+
+
 IMPLS = ("auto", "torch", "triton")
 _triton_broken = False  # set when a Triton kernel failed under impl="auto": auto uses torch from then on
 
@@ -206,9 +214,7 @@ def choose_impl(grads: Grads, domains: Sequence[str], impl: str = "auto") -> str
     if impl == "torch":
         return impl
     device = _device(grads, domains)
-    fits = isinstance(grads, StackedGrads) and all(
-        kernels.supports(t.reshape(t.shape[0], -1)) for t in grads.tensors.values()
-    )
+    fits = isinstance(grads, StackedGrads) and all(_fits_kernels(t) for t in grads.tensors.values())
     if impl == "auto":
         usable = fits and kernels.preferred(device) and not _triton_broken
         return "triton" if usable else "torch"

@@ -176,3 +176,15 @@ def test_stats_records_and_sq_norms_match_per_group_formulas():
         else:
             assert not torch.isfinite(sq[d])
     assert float(sq[2]) == 0.0
+
+
+def test_contiguous_fast_check_agrees_with_the_kernels_own():
+    from mgs.surgery import kernels
+    from mgs.surgery.gramian import _fits_kernels
+
+    layouts = [torch.zeros(3, 4, 5), torch.zeros(3, 4, 5, dtype=torch.bfloat16), torch.zeros(3, 4, dtype=torch.float64),
+               torch.zeros(4, 3, 5).transpose(0, 1), torch.zeros(3, 5, 4).transpose(1, 2), torch.zeros(17, 2),
+               torch.zeros(3, 0), torch.zeros(3, 1), torch.zeros(3, 8)[:, ::2], torch.zeros(3)]
+    verdicts = [_fits_kernels(t) for t in layouts]
+    assert verdicts == [kernels.supports(t.reshape(t.shape[0], -1)) for t in layouts]
+    assert True in verdicts and False in verdicts
