@@ -27,13 +27,14 @@ switches a model that uses "sdpa" to it; models on other implementations are lef
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 
 import torch
 
 IMPLEMENTATION = "mgs_sdpa"
-PACKED_KWARGS = ("packed_cu_seqlens", "packed_max_len")  # what a packed forward passes through the body
+# what a packed forward passes through the body: cu_seqlens int32 [S+1], max_len int, kernel bool (the varlen
+# flash kernel, decided eagerly by `varlen_kernel_applies`: nothing inside a compiled layer inspects the device)
+PACKED_KWARGS = ("packed_cu_seqlens", "packed_max_len", "packed_kernel")
 _packing = False  # True inside `packing()`: the mask builder of "mgs_sdpa" returns None (a plain global: the
 # compiled decode step reads it too, and dynamo guards a module global without a graph break)
 
@@ -53,13 +54,13 @@ def gqa_decode_attention(
     `packed_attention`."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    cu_seqlens = kwargs.pop(PACKED_KWARGS[0], None)
-    max_len = kwargs.pop(PACKED_KWARGS[1], None)
+    cu_seqlens, max_len, kernel = (kwargs.pop(name, None) for name in PACKED_KWARGS)
     if cu_seqlens is not None:
         if attention_mask is not None:
             raise ValueError("a packed forward got an attention mask: run it inside mgs.rl.attention.packing() with "
                              "attention_mask=None (the samples' boundaries are packed_cu_seqlens)")
-        return packed_attention(query, key, value, cu_seqlens, max_len, scaling=scaling, dropout=dropout), None
+        return packed_attention(query, key, value, cu_seqlens, max_len, scaling=scaling, dropout=dropout,
+                                kernel=bool(kernel)), None
     batch, heads, q_len, head_dim = query.shape
     kv_heads = key.shape[1]
     plain = (
@@ -76,21 +77,27 @@ def gqa_decode_attention(
     return out.reshape(batch, heads, 1, head_dim).transpose(1, 2).contiguous(), None
 
 
-@functools.cache
-def _varlen_attn():
-    """(torch's varlen_attn, whether it takes `enable_gqa`), or None where this torch has no varlen module."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn, "enable_gqa" in inspect.signature(varlen_attn).parameters
+_varlen: tuple = ()  # (torch's varlen_attn or None, whether it takes `enable_gqa`), loaded by `_load_varlen`
+
+
+def _load_varlen() -> tuple:
+    """Import torch's varlen attention once (eagerly: a compiled layer then only reads the module global)."""
+    global _varlen
+    if not _varlen:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            _varlen = (None, False)
+        else:
+            _varlen = (varlen_attn, "enable_gqa" in inspect.signature(varlen_attn).parameters)
+    return _varlen
 
 
 def varlen_kernel_applies(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether packed attention runs the flash varlen kernel here: CUDA (compute capability >= 8.0), fp16/bf16,
+    """Whether packed attention can run the flash varlen kernel here: CUDA (compute capability >= 8.0), fp16/bf16,
     and a torch with `torch.nn.attention.varlen`. Elsewhere it takes the exact per-sample SDPA path."""
     device = torch.device(device)
-    return (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and _varlen_attn() is not None
+    return (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and _load_varlen()[0] is not None
             and torch.cuda.get_device_capability(device) >= (8, 0))
 
 
@@ -101,20 +108,25 @@ def packed_max_len(longest: int) -> int:
 
 
 def packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor,
-                     max_len: int, *, scaling: float | None = None, dropout: float = 0.0) -> torch.Tensor:
+                     max_len: int, *, scaling: float | None = None, dropout: float = 0.0,
+                     kernel: bool = False) -> torch.Tensor:
     """Causal attention of each packed sample to itself. query [1, H, N, D], key/value [1, H_kv, N, D] (N = the
     samples' tokens concatenated), cu_seqlens int32 [S+1] (sample s is tokens cu[s]:cu[s+1]), max_len >= the
-    longest sample -> output [1, N, H, D]. Query head h reads KV head h // (H / H_kv) (transformers' repeat_kv)."""
+    longest sample -> output [1, N, H, D]. Query head h reads KV head h // (H / H_kv) (transformers' repeat_kv).
+    kernel: the flash varlen kernel (only where `varlen_kernel_applies`), else one exact SDPA per sample."""
     if query.shape[0] != 1:
         raise ValueError(f"a packed forward is one row [1, N]; got a batch of {query.shape[0]}")
     heads, kv_heads = query.shape[1], key.shape[1]
     if heads % kv_heads:
         raise ValueError(f"{heads} query heads are not a multiple of {kv_heads} KV heads")
-    if varlen_kernel_applies(query.device, query.dtype):
+    if kernel:
         if dropout:
             raise ValueError("the varlen attention kernel has no dropout: call model.eval() for packed training "
                              "(or set train.pack=off)")
-        varlen_attn, takes_gqa = _varlen_attn()
+        varlen_attn, takes_gqa = _varlen
+        if varlen_attn is None or query.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError("kernel=True needs torch's varlen attention (checked by varlen_kernel_applies) and "
+                             f"fp16/bf16 inputs, got {query.dtype}")
         q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [N, heads, D]
         gqa = {}
         if kv_heads != heads:

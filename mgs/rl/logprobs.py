@@ -102,7 +102,7 @@ def _packed_body(body: torch.nn.Module, input_ids: torch.Tensor,
     position ids restarting at 0 per row, attention kept within each row (mgs.rl.attention's packed kwargs, no
     mask built). Returns (hidden [1, N, H], offsets [B]: where row b starts in the packed row; token t of row b
     is packed position offsets[b] + t)."""
-    from mgs.rl.attention import IMPLEMENTATION, PACKED_KWARGS, packed_max_len, packing
+    from mgs.rl.attention import IMPLEMENTATION, PACKED_KWARGS, packed_max_len, packing, varlen_kernel_applies
 
     impl = getattr(getattr(body, "config", None), "_attn_implementation", None)
     if impl != IMPLEMENTATION:
@@ -117,7 +117,9 @@ def _packed_body(body: torch.nn.Module, input_ids: torch.Tensor,
     positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)[real][None]
     kept = lengths[lengths > 0]  # empty rows take no place in the packed row
     cu_seqlens = torch.nn.functional.pad(torch.cumsum(kept, 0), (1, 0)).to(torch.int32)  # [S+1]
-    extra = dict(zip(PACKED_KWARGS, (cu_seqlens, packed_max_len(int(lengths.max())))))
+    weight = body.get_input_embeddings().weight  # the layers' dtype (varlen kernel: CUDA fp16/bf16 only)
+    kernel = varlen_kernel_applies(weight.device, weight.dtype)
+    extra = dict(zip(PACKED_KWARGS, (cu_seqlens, packed_max_len(int(lengths.max())), kernel)))
     with packing():
         hidden = body(input_ids=flat_ids, attention_mask=None, position_ids=positions, use_cache=False,
                       **extra).last_hidden_state

@@ -119,7 +119,7 @@ def test_varlen_kernel_matches_exact_path_on_cuda(smollm2_tokenizer):
     k, v = (torch.randn(1, kv_heads, n, dim, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device="cuda")
     assert varlen_kernel_applies(q.device, q.dtype)
-    fast = packed_attention(q, k, v, cu, packed_max_len(max(lengths)), scaling=dim ** -0.5)
+    fast = packed_attention(q, k, v, cu, packed_max_len(max(lengths)), scaling=dim ** -0.5, kernel=True)
     exact = _per_sample_sdpa(q.double(), k.double(), v.double(), cu, dim ** -0.5, 0.0)
     torch.testing.assert_close(fast.double(), exact, rtol=0, atol=2e-2)
     policy = build_tiny_policy("llama", seed=1, tokenizer=smollm2_tokenizer, dtype="bfloat16", device="cuda",
