@@ -139,8 +139,9 @@ def bookkeeping_ms(params: list[torch.nn.Parameter], domains: int, buffer_dtype:
     """The step's norm/finite bookkeeping on this model's shapes, two ways (median ms):
     per_tensor = what mgs.rl.step did before commit ac9d36c (one `float()` host sync per tensor and domain for the
     per-domain squared norms, `isfinite(t).all()` per buffer, one `float()` per tensor for the grad norm);
-    batched = what it does now (`_sq_norms`): per-tensor norms stacked on the device, read back once (a NaN/inf
-    anywhere makes its domain's squared norm non-finite, so the separate isfinite pass is not needed)."""
+    batched = what it did from ac9d36c to session 3 (`_sq_norms` over the buffers): per-tensor norms stacked on the
+    device, read back once. Since session 3 the step takes the per-domain norms from the surgery's Gramian
+    diagonals (no pass at all); only the grad norm after the combine still runs the batched form."""
     device = params[0].device
     buffers = [torch.randn((domains, *p.shape), device=device).to(buffer_dtype or p.dtype) for p in params]
     grads = [torch.randn_like(p) for p in params]

@@ -145,12 +145,14 @@ class TrainConfig:
                        "shared by all layers, + the LM-head chunks): fuses the elementwise chains that dominate an eager "
                        "step; the first micro-batch compiles (~60 s on an H100). auto = on for a single-process CUDA "
                        "run, off on CPU, under DDP/FSDP2 and with gradient checkpointing.", ("auto", "on", "off"))
-    pack: str = opt("auto", "Packed (padding-free) micro-batches: each forward runs its samples' tokens as one "
+    pack: str = opt("off", "Packed (padding-free) micro-batches: each forward runs its samples' tokens as one "
                     "concatenated row, attention kept within each sample (a variable-length flash kernel on CUDA "
                     "in fp16/bf16, exact per-sample SDPA elsewhere), so a step costs its tokens, not rows x longest; "
                     "a token micro_batch_size then counts real tokens. auto = on for a single-process CUDA run in "
                     "fp16/bf16 with torch's varlen attention and the mgs_sdpa attention, off otherwise; on = also "
-                    "on CPU / float32 (exact, slower); not under DDP/FSDP2.", ("auto", "on", "off"))
+                    "on CPU / float32 (exact, slower); not under DDP/FSDP2. Default off until the CUDA kernel path "
+                    "has had its first GPU check (it is float64-tested against padding on CPU only).",
+                    ("auto", "on", "off"))
     save_every: int = opt(0, "Checkpoint every N steps (0 = only at the end / on interrupt).")
     save_final: bool = opt(True, "Checkpoint model + optimizer at the end (false: skip it, e.g. demos/CI, where it "
                            "costs ~1.6 GB per strategy; interrupts still checkpoint).")

@@ -206,19 +206,15 @@ def _norm_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)  # float32, float64 for float64 buffers
 
 
-def _sq_norms(tensors: Sequence[torch.Tensor], rows: int = 0) -> torch.Tensor:
-    """Summed squared L2 norms of `tensors` as float64 on the CPU: computed on the device (float32 per-tensor norms)
-    and read back once, instead of one host sync per tensor (which cost more than the math: see
-    benchmarks/bench_mgs_overhead.py). rows > 0: the tensors are [rows, ...] buffers -> one sum per row, [rows];
-    else [1]. A NaN or inf anywhere makes its sum non-finite: that is the step's non-finite-gradient check."""
+def _sq_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Summed squared L2 norms of `tensors`, [1] float64 on the CPU: computed on the device (float32 per-tensor
+    norms) and read back once, instead of one host sync per tensor (which cost more than the math: see
+    benchmarks/bench_mgs_overhead.py). A NaN or inf anywhere makes the sum non-finite: that is the step's
+    non-finite-gradient check. (The per-domain norms come from the surgery's Gramian diagonals instead.)"""
     if not tensors:
-        return torch.zeros(max(rows, 1), dtype=torch.float64)
-    if rows:
-        norms = torch.stack([torch.linalg.vector_norm(t.reshape(rows, t[0].numel()), dim=1,
-                                                      dtype=_norm_dtype(t)).double() for t in tensors])
-    else:
-        norms = torch.stack([torch.linalg.vector_norm(t, dtype=_norm_dtype(t)).double() for t in tensors])[:, None]
-    return norms.double().pow(2).sum(0).cpu()
+        return torch.zeros(1, dtype=torch.float64)
+    norms = torch.stack([torch.linalg.vector_norm(t, dtype=_norm_dtype(t)).double() for t in tensors])
+    return norms.pow(2).sum(0, keepdim=True).cpu()
 
 
 def update(
@@ -317,25 +313,24 @@ def update(
     t1 = time.perf_counter()
     if settings.per_domain:
         metrics["mem/domain_buffers_gb"] = sum(b.numel() * b.element_size() for b in buffers.values()) / 1e9
-        sq = _ranks_total(_sq_norms([buffers[n] for n, _ in params], rows=len(domains)), surgery_reduce)
-        for d, domain in enumerate(domains):
-            metrics[f"grad/{domain}/norm"] = math.sqrt(float(sq[d]))
-        finite = finite and all(math.isfinite(float(x)) for x in sq)  # NaN/inf in a buffer -> its sum
         if keep_domain_grads:
             kept = {dom: {n: buffers[n][d].float().cpu().clone() for n, _ in params} for d, dom in enumerate(domains)}
-        if finite and domains and in_place:  # mgs.surgery's combine may write row 0 of the stacked buffer
+        if domains and in_place:  # mgs.surgery's combine may write row 0 of the stacked buffer
             _, stats = _combine(buffers, domains, settings, step, surgery_reduce,
                                 {name: buffers[name][0] for name, _ in params})
             for name, p in params:
                 p.grad = buffers[name][0]
-            finite = bool(stats.finite)
-        elif finite and domains:
+            finite = finite and bool(stats.finite)
+        elif domains:
             out = {}
             for name, p in params:
                 p.grad = torch.empty_like(p)
                 out[name] = local(p.grad)
             _, stats = _combine(buffers, domains, settings, step, surgery_reduce, out)
-            finite = bool(stats.finite)
+            finite = finite and bool(stats.finite)
+        if stats is not None:  # per-domain norms from the (rank-reduced) Gramians' diagonals: no extra pass
+            for domain, sq in zip(domains, stats.sq_norms().tolist()):
+                metrics[f"grad/{domain}/norm"] = math.sqrt(sq) if sq >= 0 else float("nan")
     else:
         metrics["mem/domain_buffers_gb"] = 0.0  # non-finite .grad: caught by the grad norm below
     metrics["time/surgery_s"] = time.perf_counter() - t1
