@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # All speed benchmarks of the "Fast" issue in one command on the GPU machine (one H100/H200), within
 # MGS_BENCH_TOTAL_S (default 540) seconds in all:
+#   0. check_cuda         the CUDA-only paths against exact references (varlen packed attention, packed vs padded
+#                         log-probs eager and compiled, Triton surgery kernels): PASS/FAIL table
 #   1. bench_rl_step      ours vs TRL 1.16 GRPOTrainer, SmolLM2-135M bf16, GSM8K, 64 prompts x 8, 256 new tokens, kl 0;
 #                         ours 2 warm-up steps (decode graph + training forward compile, memory-sized budget), TRL 1;
 #                         TRL first, then ours; 5 timed per side, each side <= 200 s; a side that runs out of time reports the
 #                         steps it finished (marked PARTIAL)
 #   2. bench_mgs_overhead MGS (module PCGrad) vs Mixed RL update on identical fixed rollouts, 3 domains x 171 samples
-#                         (the rl_step batch), budgets 32768 and 65536 tokens each (each side's best counts), 20 reps
+#                         (the rl_step batch), budgets 32768 and 65536 tokens, padded and packed (each side's best
+#                         counts), 20 reps
 #   3. bench_reward       scoring 512 completions per domain (math: fast path + verifier pool; ifeval; chat proxy)
 #   4-6. surgery alone, rollout_static, rollout_dynamic: only if time is left (numbers from earlier runs in
 #                         docs/performance.md)
@@ -16,6 +19,7 @@
 #
 # Usage (repo root, after the assets are staged; see /work/shared/gpu/README.md):
 #   source /tmp/mgs-assets/env.sh && bash benchmarks/gpu_all.sh
+# Only some parts (e.g. to split them over two device calls): MGS_BENCH_PARTS=check_cuda,mgs_overhead,surgery_phases
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -38,6 +42,9 @@ part() {  # part NAME LIMIT CMD...: run with a time limit, log to $OUT/NAME.log,
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS
+  if [ -n "${MGS_BENCH_PARTS:-}" ] && [ "$name" != prepare ] && [[ ",$MGS_BENCH_PARTS," != *",$name,"* ]]; then
+    return  # not selected
+  fi
   if [ "$limit" -lt 15 ]; then
     STATUS+=("$name: SKIPPED (no time left before the overall deadline)")
     echo "=== $name: SKIPPED (no time left)"
@@ -58,6 +65,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # The GGUF -> safetensors conversion (~20 s, once per machine) before anything is timed.
 part prepare "$(cap 90 400)" "$PY" -c "from mgs.rl.model import cached_alias_dir; print(cached_alias_dir('smollm2-135m-instruct'))"
 
+part check_cuda "$(cap 150 420)" "$PY" benchmarks/check_cuda.py --model smollm2-135m-instruct
+
 # minimum seconds kept for the parts after rl_step: mgs_overhead 120, reward 30. TRL's side runs first: on
 # 2026-11-25 ours went first, spent its compile warm-up and a mid-run recompile, and left TRL one timed step.
 RL_LIMIT=$(cap 380 150)
@@ -68,10 +77,12 @@ part rl_step "$RL_LIMIT" "$PY" benchmarks/bench_rl_step.py --device cuda --model
 
 part mgs_overhead "$(cap 150 30)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
   --model smollm2-135m-instruct --dtype bfloat16 --domains 3 --per-domain 171 --max-new-tokens 256 \
-  --variants mixed,mgs-module --micro-batch-tokens 32768,65536 --reps 20 --warmup 2 --time-budget 60 \
+  --variants mixed,mgs-module --micro-batch-tokens 32768,65536 --pack off,on --reps 20 --warmup 2 --time-budget 90 \
   --out "$OUT/mgs_overhead.json"
 
 part reward "$(cap 60 0)" "$PY" benchmarks/bench_reward.py --n 512 --reps 7 --chat --out "$OUT/reward.json"
+
+part surgery_phases "$(cap 60 100)" "$PY" benchmarks/bench_surgery.py --phases --device cuda
 
 part surgery "$(cap 100 100)" "$PY" benchmarks/bench_surgery.py --device cuda --layers 28 --iters 3 --warmup 1
 

@@ -1,0 +1,167 @@
+"""First-contact checks of the CUDA-only code paths, as one script with a PASS/FAIL table (no pytest needed on the
+GPU machine). The CPU test suite cannot reach these paths, so run this on a new card, a new torch, or after
+changing them:
+
+1. varlen attention: `packed_attention(kernel=True)` (torch's variable-length flash kernel, bf16, GQA 9/3 heads)
+   against the exact per-sample path in float64, values and input gradients.
+2. packed training forward on the real policy (SmolLM2-135M, bf16): `token_logprobs(packed=True)` against the
+   padded path on one rollout-like batch, eager and compiled, and the gradient norm of a loss on both.
+3. surgery kernels: Triton Gramians and combine on SmolLM2-shaped bf16 stacked buffers against float64 torch.
+
+    python benchmarks/check_cuda.py [--model smollm2-135m-instruct] [--skip-model]
+
+Tolerances are bf16 round-off (stated per row). Exit status 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import sys
+import time
+import traceback
+from typing import Callable
+
+import torch
+
+RESULTS: list[tuple[str, bool, str]] = []
+
+
+def check(name: str) -> Callable:
+    """Run the decorated check now; record PASS/FAIL with its detail line (an exception is a FAIL)."""
+
+    def run(fn: Callable[[], tuple[bool, str]]) -> Callable:
+        t0 = time.perf_counter()
+        try:
+            ok, detail = fn()
+        except Exception as error:  # report and go on with the other checks
+            traceback.print_exc()
+            ok, detail = False, f"{type(error).__name__}: {error}"
+        RESULTS.append((name, ok, f"{detail} ({time.perf_counter() - t0:.1f} s)"))
+        print(f"[{'PASS' if ok else 'FAIL'}] {name}: {detail}", flush=True)
+        return fn
+
+    return run
+
+
+def varlen_attention() -> tuple[bool, str]:
+    from mgs.rl.attention import _per_sample_sdpa, packed_attention, packed_max_len, varlen_kernel_applies
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    lengths = [37, 1, 200, 64, 511]
+    n, heads, kv_heads, dim = sum(lengths), 9, 3, 64
+    q = torch.randn(1, heads, n, dim, generator=gen, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(1, kv_heads, n, dim, generator=gen, device="cuda", dtype=torch.bfloat16,
+                        requires_grad=True) for _ in range(2))
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device="cuda")
+    if not varlen_kernel_applies(q.device, q.dtype):
+        return False, "varlen_kernel_applies() is False on this card/torch: packing would take the slow exact path"
+    fast = packed_attention(q, k, v, cu, packed_max_len(max(lengths)), scaling=dim ** -0.5, kernel=True)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    exact = _per_sample_sdpa(q64, k64, v64, cu, dim ** -0.5, 0.0)
+    upstream = torch.randn(exact.shape, generator=gen, device="cuda", dtype=torch.float64)
+    (fast.double() * upstream).sum().backward()
+    (exact * upstream).sum().backward()
+    errs = [float((fast.double() - exact).abs().max())] + [
+        float((a.grad.double() - b.grad).abs().max() / b.grad.abs().max()) for a, b in ((q, q64), (k, k64), (v, v64))]
+    ok = errs[0] < 2e-2 and max(errs[1:]) < 2e-2
+    return ok, f"max |out - exact| {errs[0]:.2e} (< 2e-2); grad q/k/v max rel err {max(errs[1:]):.2e} (< 2e-2)"
+
+
+def packed_forward(model_name: str, device: str = "cuda", dtype: str = "bfloat16") -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+    from mgs.rl.logprobs import build_batch, token_logprobs
+    from mgs.rl.model import load_policy
+    from mgs.rl.rollout import Completion
+
+    policy = load_policy(model_name, dtype=dtype, device=device)
+    model = policy.model.eval()
+    vocab = model.get_input_embeddings().num_embeddings
+    rng = random.Random(0)
+    comps = [Completion(prompt_index=i, prompt_ids=[rng.randrange(vocab) for _ in range(rng.randint(40, 300))],
+                        completion_ids=[rng.randrange(vocab) for _ in range(rng.randint(1, 256))], text="",
+                        finished=False)
+             for i in range(48 if device.startswith("cuda") else 6)]
+    batch = build_batch(comps, pad_token_id=policy.tokenizer.pad_token_id or 0).to(device)
+    mask = batch.completion_mask.bool()
+
+    def run(packed: bool, compile: bool) -> tuple[torch.Tensor, float]:
+        model.zero_grad(set_to_none=True)
+        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start, packed=packed,
+                                 compile=compile)
+        (logp[mask].sum() / mask.sum()).backward()
+        norm = math.sqrt(sum(float(p.grad.float().pow(2).sum()) for p in model.parameters() if p.grad is not None))
+        return logp.detach()[mask], norm
+
+    def compare(compile: bool) -> tuple[bool, str]:
+        ref, ref_norm = run(False, compile)
+        got, got_norm = run(True, compile)
+        diff = (got - ref).abs()
+        rel_norm = abs(got_norm - ref_norm) / ref_norm
+        ok = float(diff.mean()) < 2e-2 and float(diff.max()) < 0.5 and rel_norm < 2e-2
+        return ok, (f"{mask.sum().item()} tokens: mean |dlogp| {diff.mean():.2e} (< 2e-2), max {diff.max():.2e} "
+                    f"(< 0.5), grad-norm rel diff {rel_norm:.2e} (< 2e-2)")
+
+    return [("packed vs padded token_logprobs, eager", lambda: compare(False)),
+            ("packed vs padded token_logprobs, compiled", lambda: compare(True))]
+
+
+def surgery_kernels() -> tuple[bool, str]:
+    from mgs.surgery import StackedGrads, combine, kernels, local_gramians, partition
+
+    if not kernels.available(torch.device("cuda")):
+        return False, "Triton kernels not available on this CUDA setup (the torch path would be used)"
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shapes = {f"model.layers.{i}.{m}.weight": s for i in range(4) for m, s in (
+        ("self_attn.q_proj", (576, 576)), ("self_attn.k_proj", (192, 576)), ("mlp.down_proj", (576, 1536)),
+        ("input_layernorm", (576,)))}
+    shapes["model.embed_tokens.weight"] = (49152, 576)
+    tensors = {n: torch.randn((3, *s), generator=gen, device="cuda").to(torch.bfloat16) for n, s in shapes.items()}
+    grads = StackedGrads(["a", "b", "c"], tensors)
+    groups = partition(list(shapes), "module")
+    fast = local_gramians(grads, groups, impl="triton")
+    ref = local_gramians(StackedGrads(["a", "b", "c"], {n: t.double() for n, t in tensors.items()}), groups,
+                         impl="torch")
+    gram_err = float(((fast.double() - ref).abs() / ref.abs().amax(dim=(1, 2), keepdim=True)).max())
+    coeffs = torch.rand(len(groups), 3, dtype=torch.float64)
+    got = combine(grads, groups, coeffs, impl="triton")
+    want = combine(StackedGrads(["a", "b", "c"], {n: t.double() for n, t in tensors.items()}), groups, coeffs,
+                   impl="torch")
+    comb_err = max(float((got[n].double() - want[n]).abs().max() / want[n].abs().max()) for n in shapes)
+    ok = gram_err < 1e-4 and comb_err < 1e-2
+    return ok, f"Gramian max rel err {gram_err:.2e} (< 1e-4, fp32 accumulation); combine {comb_err:.2e} (< 1e-2, bf16 out)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--skip-model", action="store_true", help="skip the checks that load the policy")
+    ap.add_argument("--device", default="cuda",
+                    help="cpu: only the packed-forward comparison, exact path, float32 (a smoke test of this script)")
+    args = ap.parse_args(argv)
+    on_cuda = args.device.startswith("cuda")
+    if on_cuda and not torch.cuda.is_available():
+        print("check_cuda.py needs a CUDA device (the CPU paths are covered by the test suite)")
+        return 2
+    print(f"{torch.cuda.get_device_name() if on_cuda else 'cpu'} | torch {torch.__version__}", flush=True)
+    if on_cuda:
+        check("varlen attention vs exact (bf16, GQA 9/3)")(varlen_attention)
+        check("surgery Triton kernels vs float64 torch")(surgery_kernels)
+    if not args.skip_model:
+        try:
+            pairs = packed_forward(args.model, args.device, "bfloat16" if on_cuda else "float32")
+        except Exception as error:
+            traceback.print_exc()
+            RESULTS.append(("load policy", False, f"{type(error).__name__}: {error}"))
+            pairs = []
+        for name, fn in pairs:
+            check(name)(fn)
+    print("\n| check | result | detail |\n|---|---|---|")
+    for name, ok, detail in RESULTS:
+        print(f"| {name} | {'PASS' if ok else 'FAIL'} | {detail} |")
+    return 0 if all(ok for _, ok, _ in RESULTS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
