@@ -10,6 +10,16 @@ read through `read_eval`, so a number in a report always traces back to the same
 
 Per-response records go to `<tag>.records.jsonl` beside the JSON (they can be large). "Total" follows the paper: the
 unweighted mean of the headline scores of the sets, each in percent; the formula is stored with the value.
+
+Per-prompt scores go to `<tag>.scores.json` (small: one float per prompt, no text), for paired comparisons of runs
+that answered the same prompts (`mgs report`'s "Paired differences"):
+
+    {set: {"main_metric", "scale", "scores": {uid: float}}}   or   {set: {"main_metric", "note"}}
+
+Each prompt's score is the per-prompt quantity whose mean over prompts is the set's headline metric (times `scale`
+= the headline in percent); several responses of a prompt are averaged. A set whose headline does not decompose
+that way (no per-response rule for its metric, or unscorable responses weighting prompts unequally) has a `note`
+saying why instead of `scores`; this is checked against the headline on every write, never assumed.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mgs.eval.runner import FALLBACK_METRIC, EvalResult, stderr_key
+from mgs.registry import Registry
 
 TOTAL_FORMULA = ("Total = mean over the listed sets of their headline score (each in percent, unweighted; proxy "
                  "scores and extra avg@k sets left out)")
@@ -117,6 +128,11 @@ def write_eval(
             for rec in res.records:
                 f.write(json.dumps({"set": name, **rec}, default=str) + "\n")
     payload["records_file"] = records_path.name
+    scores_path = path.with_name(f"{path.stem}.scores.json")  # before the JSON: the JSON's presence implies it
+    records = [{"set": name, **rec} for name, res in results.items() for rec in res.records]
+    scores = prompt_scores(payload, records, scales={name: infos[name].scale for name in results})
+    scores_path.write_text(json.dumps(scores, indent=1))
+    payload["scores_file"] = scores_path.name
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     tmp.replace(path)
@@ -160,3 +176,82 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     rec_path = path.with_name(read_eval(path).get("records_file") or f"{path.stem}.records.jsonl")
     return [json.loads(line) for line in rec_path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------ per-prompt scores
+PROMPT_VALUES: Registry[Any] = Registry("per-response value of a headline metric")
+"""Headline metric name -> f(record) -> float | None: one response's contribution to the metric, such that the
+metric is the mean of these values over the set's responses that give one (None: the response is not counted,
+as the domain's `metrics()` leaves unscorable responses out). Add a rule here when a domain adds a headline."""
+
+
+def _score(rec: Mapping[str, Any]) -> float | None:
+    return None if rec.get("score") is None else float(rec["score"])
+
+
+for _name in ("accuracy", "score_mean", "proxy_score_mean", FALLBACK_METRIC):
+    PROMPT_VALUES.register(_name)(_score)  # math accuracy, chat RM / proxy score, toy, the evaluator's fallback
+
+
+def _all_followed(field_name: str):
+    def value(rec: Mapping[str, Any]) -> float | None:
+        if rec.get("score") is None:  # IFEval counts scored responses only
+            return None
+        return float(all((rec.get("info") or {}).get(field_name, {}).values()))
+    return value
+
+
+PROMPT_VALUES.register("prompt_level_strict_acc")(_all_followed("followed"))
+PROMPT_VALUES.register("prompt_level_loose_acc")(_all_followed("followed_loose"))
+
+SCORES_TOLERANCE = 1e-9
+"""How far the mean of the per-prompt scores may be from the headline metric (in the metric's own units)."""
+
+
+def prompt_scores(payload: Mapping[str, Any], records: list[Mapping[str, Any]],
+                  scales: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The scores-file object (layout in the module docstring) of an evaluation `payload` and its `records`
+    (each with a "set" key, as in `<tag>.records.jsonl`). `scales[set]` turns the metric into percent (default 100)."""
+    by_set: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        by_set.setdefault(rec["set"], []).append(rec)
+    out: dict[str, Any] = {}
+    for name, s in payload["sets"].items():
+        main = s["main_metric"]
+        entry: dict[str, Any] = {"main_metric": main}
+        out[name] = entry
+        if main not in PROMPT_VALUES:
+            entry["note"] = (f"no per-response rule for {main!r} in mgs.eval.results.PROMPT_VALUES (e.g. a win rate "
+                             "needs the reference answer's reward, which the records do not hold)")
+            continue
+        value = PROMPT_VALUES.get(main)
+        per_uid: dict[str, list[float]] = {}
+        for rec in by_set.get(name, []):
+            v = value(rec)
+            if v is not None:
+                per_uid.setdefault(str(rec["uid"]), []).append(v)
+        if not per_uid:
+            entry["note"] = "no scorable per-response records for this set"
+            continue
+        scores = {uid: sum(vs) / len(vs) for uid, vs in per_uid.items()}
+        mean = sum(scores.values()) / len(scores)
+        target = float(s.get("metrics", {}).get(main, math.nan))
+        if not abs(mean - target) <= SCORES_TOLERANCE:
+            entry["note"] = (f"the mean of the per-prompt scores ({mean:.6g}) is not the headline {main} "
+                             f"({target:.6g}): prompts count unequally (e.g. some responses unscorable under avg@k), "
+                             "so a paired comparison over prompts would test another quantity")
+            continue
+        entry["scale"] = float((scales or {}).get(name, 100.0))
+        entry["scores"] = scores
+    return out
+
+
+def read_scores(path: str | Path) -> dict[str, Any] | None:
+    """The per-prompt scores written beside the evaluation file `path` (e.g. RUN/eval/bench.json), or None when
+    that evaluation has none (written before scores files existed: evaluate again to get them)."""
+    path = Path(path)
+    name = None
+    if path.is_file():
+        name = json.loads(path.read_text()).get("scores_file")
+    scores_path = path.with_name(name or f"{path.stem}.scores.json")
+    return json.loads(scores_path.read_text()) if scores_path.is_file() else None
