@@ -49,7 +49,7 @@ BATCH_STRATEGIES: dict[str, list[str]] = {
     "mgs-module": ["strategy.name=mgs", "surgery.granularity=module", "surgery.method=pcgrad"],
     "mgs-tensor": ["strategy.name=mgs", "surgery.granularity=tensor", "surgery.method=pcgrad"],
 }
-RESULT_FILES = ("config.yaml", "metrics.jsonl", "summary.json")  # + eval/*.json and surgery/*.json
+RESULT_FILES = ("config.yaml", "metrics.jsonl", "summary.json")  # + eval/*.json (scores too) and surgery/*.json
 
 
 # --------------------------------------------------------------------------------------------- the matrix
@@ -262,7 +262,9 @@ def plan_run(s: Settings, config: Path, spec: RunSpec, dtype: str) -> tuple[str,
 
 def collect(spec: RunSpec, keep_checkpoints: bool = False) -> None:
     """Copy the run's small files into its result folder (eval JSON last: it is the done marker), then drop the
-    checkpoints unless asked to keep them."""
+    checkpoints unless asked to keep them. eval/*.json includes each eval's `<tag>.scores.json` (per-prompt
+    headline scores, one float per prompt: what `mgs report`'s paired differences need), not the large
+    `<tag>.records.jsonl` (responses)."""
     src, dst = spec.run_dir, spec.result_dir
     if dst.exists():
         shutil.rmtree(dst)

@@ -1,4 +1,5 @@
-"""`mgs report RUN_DIR [RUN_DIR ...]`: plots and tables of one or more runs as HTML (self-contained) + markdown."""
+"""`mgs report RUN_DIR [RUN_DIR ...]`: plots and tables of one or more runs as HTML (self-contained) + markdown,
+including paired differences between strategies on the same prompts (`--paired-ref`, `--paired-interval`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ class ReportCommand:
         p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report for one run, ./report)")
         p.add_argument("--baseline-single", nargs="*", metavar="DOMAIN=RUN_DIR",
                        help="single-domain runs, for the rigidity of sequential runs")
+        p.add_argument("--paired-ref", default=None, metavar="STRATEGY",
+                       help="strategy label the paired differences are taken against (default: mixed if present, "
+                            "else the first run's)")
+        p.add_argument("--paired-interval", default="normal", choices=["normal", "bootstrap"],
+                       help="95%% interval of a paired mean difference: normal (mean ± 1.96 stderr) or a seeded "
+                            "bootstrap over prompts (default: %(default)s)")
 
     @staticmethod
     def run(args) -> int:
@@ -33,6 +40,12 @@ class ReportCommand:
         from mgs.reports.build import build_report
 
         out = args.out or (str(Path(args.runs[0]) / "report") if len(args.runs) == 1 else "report")
-        paths = build_report(args.runs, out, _pairs(args.baseline_single))
+        from mgs.reports.paired import UnknownReference
+
+        try:
+            paths = build_report(args.runs, out, _pairs(args.baseline_single), paired_ref=args.paired_ref,
+                                 paired_interval=args.paired_interval)
+        except UnknownReference as e:  # the message lists the strategies to choose from
+            raise SystemExit(str(e)) from None
         print(f"report: {paths['html']}\nmarkdown: {paths['markdown']}")
         return 0

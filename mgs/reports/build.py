@@ -2,7 +2,8 @@
 and a markdown file with the PNGs beside it, from run directories only.
 
 Sections, in order (a section with nothing to show says so instead of disappearing, so readers know it was looked
-for): runs, strategies x benchmarks (mean ± std over seeds), per-domain reward, gradient cosine (whole model and per
+for): runs, strategies x benchmarks (mean ± std over seeds), paired differences on the same prompts (each strategy
+minus a reference, over the per-prompt scores files), per-domain reward, gradient cosine (whole model and per
 group type), conflict rate by layer and module type, gradient-norm ratio, entropy and response length, interference
 summary, forgetting and rigidity (sequential runs), time and memory per strategy.
 """
@@ -20,11 +21,12 @@ from typing import Any, Sequence
 
 from mgs.diagnostics import conflict, sequential
 from mgs.diagnostics.rundir import RunDir
-from mgs.reports import plots, tables
+from mgs.reports import paired, plots, tables
 
 SECTIONS = (
     "Runs",
     "Strategies x benchmarks",
+    "Paired differences",
     "Per-domain reward",
     "Gradient cosine between domains",
     "Conflict rate by layer and module type",
@@ -44,7 +46,8 @@ class Section:
     figures: list[tuple[str, Any]] = field(default_factory=list)  # (file stem, Figure)
 
 
-def _sections(runs: Sequence[RunDir], single: dict[str, RunDir]) -> tuple[list[Section], dict[str, Any]]:
+def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str | None = None,
+              paired_interval: str = "normal") -> tuple[list[Section], dict[str, Any]]:
     data: dict[str, Any] = {}
     s_runs = Section("Runs", tables=[tables.run_table(runs)])
 
@@ -63,6 +66,8 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir]) -> tuple[list[S
                                "to reward-model or judge scores; not in the Total.")
     else:
         s_main.text.append("No evaluation files in these runs (RUN/eval/*.json); run `mgs eval RUN_DIR`.")
+
+    s_paired = _paired_section(runs, paired_ref, paired_interval, data)
 
     s_reward = Section("Per-domain reward")
     _add(s_reward, "reward", plots.domain_curves(runs, "reward"), "No per-domain reward metrics logged.")
@@ -147,7 +152,51 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir]) -> tuple[list[S
                            "surgery share (surgery s / step s) is the MGS overhead of the update itself.")
     else:
         s_cost.text.append("No time/* or mem/* metrics logged.")
-    return [s_runs, s_main, s_reward, s_cos, s_heat, s_ratio, s_ent, s_int, s_seq, s_cost], data
+    return [s_runs, s_main, s_paired, s_reward, s_cos, s_heat, s_ratio, s_ent, s_int, s_seq, s_cost], data
+
+
+def _paired_section(runs: Sequence[RunDir], ref: str | None, interval: str, data: dict[str, Any]) -> Section:
+    """Each strategy minus the reference (`ref`, default `mixed` if present, else the first label) per set, over
+    the prompts every run of both answered; fills `data["paired"]`."""
+    section = Section("Paired differences")
+    scores: dict[str, list] = {}
+    in_total: list[str] = []
+    proxies: list[str] = []
+    for run in runs:
+        ev = tables.final_eval(run)
+        if ev is None:
+            continue
+        scores.setdefault(run.label, []).append(tables.final_scores(run))
+        in_total += [n for n in ev["total"]["sets"] if n not in in_total]
+        proxies += [n for n, s in ev["sets"].items() if s.get("proxy") and n not in proxies]
+    if ref is None:
+        ref = "mixed" if "mixed" in scores else next(iter(scores), None)
+    if len(scores) < 2 or ref is None:
+        section.text.append("Needs evaluations of at least two strategies.")
+        return section
+    result = paired.paired_comparisons(scores, reference=ref, in_total=in_total, proxies=proxies, interval=interval)
+    data["paired"] = result
+    header, rows = paired.paired_rows(result, proxies)
+    if result["missing"]:
+        section.text.append("No per-prompt scores (RUN/eval/<tag>.scores.json, written by `mgs eval` since the paired "
+                            "comparison exists; evaluate again to get them) in some run of: "
+                            + ", ".join(result["missing"]) + ".")
+    if not rows:
+        section.text.append(f"No set with per-prompt scores in every run of {ref!r} and another strategy.")
+        return section
+    how = ("normal (mean ± 1.96 stderr)" if interval == "normal" else
+           f"paired bootstrap over prompts ({paired.BOOTSTRAP_RESAMPLES} resamples, seed {paired.BOOTSTRAP_SEED})")
+    section.text.append(
+        f"Each strategy minus {ref!r} on the same prompts, in points: per prompt, each strategy's headline score "
+        "averaged over its seeds, then the difference; n = prompts present in every run of both. Mean difference, "
+        f"its standard error sd/sqrt(n), and the 95% interval ({how}); \"excludes 0\" = the difference is "
+        "unlikely to be prompt sampling noise alone (seed-to-seed training noise enters only through the seed "
+        "average). Total: the mean of the in-Total sets' mean differences (named in the row), its standard error "
+        "combining theirs assuming the sets are independent, a normal interval; its n is the sum over those sets.")
+    section.tables.append((header, rows))
+    if any(n in proxies for n in result["sets"]):
+        section.text.append("* proxy score: shown, not in the Total.")
+    return section
 
 
 def _pooled(ms: list[conflict.ConflictMatrix]) -> conflict.ConflictMatrix:
@@ -212,15 +261,18 @@ _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}ta
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
-                 baseline_single: dict[str, str | Path] | None = None) -> dict[str, Path]:
-    """Write `out_dir/report.html`, `out_dir/report.md` (+ PNGs) and `out_dir/report.json` (the numbers shown)."""
+                 baseline_single: dict[str, str | Path] | None = None, paired_ref: str | None = None,
+                 paired_interval: str = "normal") -> dict[str, Path]:
+    """Write `out_dir/report.html`, `out_dir/report.md` (+ PNGs) and `out_dir/report.json` (the numbers shown).
+    `paired_ref`: the strategy label the paired differences are taken against (default `mixed`, else the first);
+    `paired_interval`: a name in `mgs.reports.paired.INTERVALS` (normal, bootstrap)."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
     runs = [RunDir(Path(p)) for p in run_dirs]
     single = {d: RunDir(Path(p)) for d, p in (baseline_single or {}).items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections, data = _sections(runs, single)
+    sections, data = _sections(runs, single, paired_ref, paired_interval)
     title = "MGS report: " + ", ".join(plots.run_name(r) for r in runs)
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]

@@ -14,16 +14,31 @@ from mgs.diagnostics import conflict
 from mgs.diagnostics.rundir import RunDir
 
 
-def final_eval(run: RunDir) -> dict[str, Any] | None:
-    """The evaluation a run is judged by: its latest `mgs eval` (tag bench_*), else `after`, else the latest one."""
+def final_eval_tag(run: RunDir) -> str | None:
+    """File stem (RUN/eval/<stem>.json) of the evaluation a run is judged by: its latest `mgs eval` (tag bench_*),
+    else `after`, else the latest one."""
     tags = run.eval_tags()
     if not tags:
         return None
-    evals = [run.eval(t) for t in tags]
-    bench = [e for e in evals if str(e.get("tag", "")).startswith("bench")]
-    after = [e for e in evals if e.get("tag") == "after"]
+    evals = [(t, run.eval(t)) for t in tags]
+    bench = [(t, e) for t, e in evals if str(e.get("tag", "")).startswith("bench")]
+    after = [(t, e) for t, e in evals if e.get("tag") == "after"]
     pool = bench or after or evals
-    return max(pool, key=lambda e: (e.get("step") or 0, e.get("created", "")))
+    return max(pool, key=lambda te: (te[1].get("step") or 0, te[1].get("created", "")))[0]
+
+
+def final_eval(run: RunDir) -> dict[str, Any] | None:
+    """The evaluation a run is judged by (`final_eval_tag`)."""
+    tag = final_eval_tag(run)
+    return None if tag is None else run.eval(tag)
+
+
+def final_scores(run: RunDir) -> dict[str, Any] | None:
+    """Per-prompt scores of the run's final evaluation (`mgs.eval.results.read_scores`), None if it has none."""
+    from mgs.eval.results import read_scores
+
+    tag = final_eval_tag(run)
+    return None if tag is None else read_scores(run.path / "eval" / f"{tag}.json")
 
 
 def fmt(mean: float, std: float | None) -> str:

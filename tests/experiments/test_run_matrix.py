@@ -176,11 +176,13 @@ def test_end_to_end_on_cpu_train_eval_collect_report(launcher, tmp_path, capsys)
     results = tmp_path / "results"
     for run in ("mixed-s0", "seq-a-s0"):
         files = {p.relative_to(results / run).as_posix() for p in (results / run).rglob("*") if p.is_file()}
-        assert {"config.yaml", "metrics.jsonl", "summary.json", "eval/bench.json", "eval/after.json"} <= files
+        assert {"config.yaml", "metrics.jsonl", "summary.json", "eval/bench.json", "eval/after.json",
+                "eval/bench.scores.json"} <= files  # per-prompt scores survive collect, for paired comparisons
         assert not any(f.startswith("checkpoints") or f.endswith(".records.jsonl") for f in files)
         assert not (tmp_path / "runs" / run / "checkpoints").exists()  # dropped once evaluated
     assert any(f.name.startswith("step_") for f in (results / "mixed-s0" / "surgery").iterdir())  # monitor stats
-    stage_files = sorted(p.name for p in (results / "seq-a-s0" / "eval").glob("stage_*.json"))
+    stage_files = sorted(p.name for p in (results / "seq-a-s0" / "eval").glob("stage_*.json")
+                         if not p.name.endswith(".scores.json"))
     assert stage_files == ["stage_1_math.json", "stage_2_ifeval.json", "stage_3_chat.json"]
 
     md = (tmp_path / "report" / "report.md").read_text()
@@ -195,6 +197,7 @@ def test_end_to_end_on_cpu_train_eval_collect_report(launcher, tmp_path, capsys)
         assert cells["alpaca_eval*"] == f"{bench['sets']['alpaca_eval']['score']:.1f}"
         assert cells["Total"] == f"{bench['total']['value']:.1f}"
     assert "conflict_heatmap_" in md and "Forgetting" in md
+    assert "| sequential (math -> ifeval -> chat) | mixed | gsm8k | 2 |" in md  # paired over the 2 shared prompts
     cfg = yaml.safe_load((results / "seq-a-s0" / "config.yaml").read_text())
     assert cfg["train"]["steps"] == 3 and cfg["model"]["name"] == "tiny:llama"
 
