@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from dataclasses import dataclass
+from mgs.rl.rollout import Completion
 from pathlib import Path
 
 import pytest
@@ -51,15 +51,6 @@ def test_tiny_model_eval_writes_scores_whose_mean_is_each_headline(tiny_policy, 
     assert set(scores["gsm8k"]["scores"]) == {r["uid"] for r in results["gsm8k"].records}
 
 
-@dataclass
-class _Completion:
-    prompt_index: int
-    prompt_ids: list
-    completion_ids: list
-    text: str
-    finished: bool
-
-
 class AnswerBackend:
     """Rollout-contract backend that answers each prompt from a table keyed by a phrase of the prompt and the
     sample index, so the real math / IFEval rewards see right and wrong answers (a random model gets all wrong)."""
@@ -72,7 +63,7 @@ class AnswerBackend:
         for i, ids in enumerate(prompt_ids):
             text = self.tokenizer.decode(ids)
             (answers,) = [v for k, v in self.table.items() if k in text]
-            out += [_Completion(i, ids, [], answers[k], True) for k in range(num_samples)]
+            out += [Completion(i, ids, [], answers[k], True) for k in range(num_samples)]
         return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from mgs.rl.rollout import Completion
 
 import pytest
 
@@ -26,15 +26,6 @@ class ContainsDomain:
         return {"accuracy": sum((r.score or 0.0) for r in results) / len(results)}
 
 
-@dataclass
-class _Completion:
-    prompt_index: int
-    prompt_ids: list
-    completion_ids: list
-    text: str
-    finished: bool
-
-
 class ScriptedBackend:
     """Follows the rollout contract; answers from a table keyed by (first prompt token, sample index)."""
 
@@ -44,7 +35,7 @@ class ScriptedBackend:
 
     def generate(self, prompt_ids, *, num_samples, max_new_tokens, temperature, top_p, seed):
         self.calls.append((len(prompt_ids), seed))
-        return [_Completion(i, p, [], self.table[(p[0], k)], True)
+        return [Completion(i, p, [], self.table[(p[0], k)], True)
                 for i, p in enumerate(prompt_ids) for k in range(num_samples)]
 
 
