@@ -171,6 +171,15 @@ class EvalConfig:
     each_stage: bool = opt(True, "sequential: the same held-out evaluation after each stage's last step "
                            "(RUN/eval/stage_<k>_<name>.json; forgetting/rigidity in `mgs report`).")
     max_new_tokens: int | None = opt(None, "Eval generation length (None = rollout.max_new_tokens).")
+    benchmarks: tuple[str, ...] = opt((), "Benchmarks evaluated in this process once training has finished "
+                                      "(names as in `mgs eval --benchmarks`: gsm8k, math500, ifeval, ifbench, "
+                                      "alpaca_eval, mt_bench, arena_hard), greedy, with the trained weights and the "
+                                      "rollout's decode step (no reload, no new compile) -> RUN/eval/bench.json + "
+                                      "bench.scores.json, as `mgs eval RUN --tag bench` would write. Needs "
+                                      "eval.data_dir. [] = none.")
+    data_dir: str | None = opt(None, "Folder laid out like shared/data with the files of eval.benchmarks.")
+    benchmark_limit: int | None = opt(None, "eval.benchmarks: the first N prompts of each (None = all).")
+    benchmark_max_new_tokens: int = opt(512, "eval.benchmarks: generation length (mgs eval's --max-new-tokens).")
 
 
 @dataclass(frozen=True)
@@ -477,6 +486,33 @@ def validate(cfg: Config) -> None:
     _positive("train.steps", cfg.train.steps)
     _positive("train.micro_batch_size", cfg.train.micro_batch_size, allow_zero=True)
     _positive("model.lora.r", cfg.model.lora.r, allow_zero=True)
+    _validate_benchmarks(cfg.eval)
+
+
+def _validate_benchmarks(e: EvalConfig) -> None:
+    """eval.benchmarks: known names, each file present under eval.data_dir (checked now, not after training)."""
+    if not e.benchmarks:
+        return
+    _positive("eval.benchmark_max_new_tokens", e.benchmark_max_new_tokens)
+    if e.benchmark_limit is not None:
+        _positive("eval.benchmark_limit", e.benchmark_limit)
+    try:
+        from mgs.eval.benchmarks import BENCHMARKS
+    except ImportError:
+        return
+    if len(set(e.benchmarks)) != len(e.benchmarks):
+        raise ConfigError(f"eval.benchmarks: a benchmark is listed twice in {list(e.benchmarks)}")
+    for name in e.benchmarks:
+        if name not in BENCHMARKS:
+            raise _choices_error("eval.benchmarks", name, BENCHMARKS.names())
+    if not e.data_dir:
+        raise ConfigError("eval.data_dir: eval.benchmarks needs the folder with the benchmark files (laid out like "
+                          "shared/data: gsm8k/test.jsonl, ifeval/input_data.jsonl, ...); set eval.data_dir=PATH")
+    missing = [f"{n}: {Path(e.data_dir) / BENCHMARKS.get(n).file}" for n in e.benchmarks
+               if not (Path(e.data_dir) / BENCHMARKS.get(n).file).is_file()]
+    if missing:
+        raise ConfigError(f"eval.data_dir={e.data_dir}: missing benchmark files {missing}; point eval.data_dir at a "
+                          "folder laid out like shared/data, or drop those names from eval.benchmarks")
 
 
 # ---------------------------------------------------------------------------------------------------------------

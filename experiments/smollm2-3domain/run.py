@@ -114,6 +114,7 @@ class Settings:
     eval_max_new_tokens: int = 384
     eval_batch_size: int = 64
     eval_compile: str = "auto"
+    eval_in_train: bool = True  # the trainer evaluates the benchmarks itself (eval.benchmarks); mgs eval = fallback
     device: str | None = None
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE, applied to every training run
     python: str = sys.executable
@@ -188,11 +189,21 @@ def build_matrix(s: Settings, strategies: list[str], seeds: list[int], lrs: list
                                       f"train.out_dir={s.runs_dir / sub / run}"]
                 if lr is not None:
                     over += [f"optim.lr={lr:.4e}", "train.save_final=false", "train.save_every=0"]
+                elif s.eval_in_train:
+                    over += bench_overrides(s)
                 if s.device:
                     over.append(f"model.device={s.device}")
                 specs.append(RunSpec(run, name, seed, over + list(s.extra), s.runs_dir / sub / run,
                                      s.results_dir / sub / run, lr=lr))
     return specs
+
+
+def bench_overrides(s: Settings) -> list[str]:
+    """The trainer's own benchmark eval (`eval.benchmarks`): the same sets, limit and length as `mgs eval`, run in
+    the training process right after the last step with its compiled decode graph (no reload, no new compile: on
+    a GPU shared by several runs a separate eager `mgs eval` took ~330 s per run in session 3)."""
+    return [f"eval.benchmarks=[{s.benchmarks}]", f"eval.data_dir={s.data_dir}",
+            f"eval.benchmark_limit={s.eval_limit or 'null'}", f"eval.benchmark_max_new_tokens={s.eval_max_new_tokens}"]
 
 
 def rollouts_and_updates(config: Path, spec: RunSpec) -> tuple[int, int]:
@@ -288,6 +299,7 @@ class Job:
     steps: deque  # of (phase, command)
     on_done: Callable[[], None]
     log_dir: Path
+    eval_marker: Path | None = None  # an "eval" phase is skipped when this file exists (the trainer wrote it)
     proc: subprocess.Popen | None = None
     phase: str = ""
     started: float = 0.0
@@ -303,6 +315,12 @@ class Job:
         # same process group: a terminal Ctrl-C reaches the trainers once (they checkpoint), a group kill kills all
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         say(f"start  {self.name} {self.phase}")
+
+    def drop_done_evals(self) -> None:
+        """Skip the `mgs eval` phase when the trainer already evaluated the benchmarks (eval.benchmarks)."""
+        while self.steps and self.steps[0][0] == "eval" and self.eval_marker is not None and self.eval_marker.is_file():
+            self.steps.popleft()
+            say(f"skip   {self.name} eval ({self.eval_marker.name} written by the trainer)")
 
     def stop(self) -> None:
         """Trainers get SIGINT (they finish the step and checkpoint); an eval is simply ended (it is redone)."""
@@ -355,6 +373,7 @@ def schedule(jobs: list[Job], parallel: int, deadline_s: float | None, env: dict
                     running.remove(job)
                     continue
                 say(f"done   {job.name} {job.phase} in {secs:.0f} s")
+                job.drop_done_evals()
                 if job.steps and not stopping:
                     job.start_next(env)
                     continue
@@ -475,6 +494,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-compile", default="auto", choices=["auto", "on", "off"],
                    help="mgs eval --compile: the decode step compiles once per batch shape (~45 s each on CUDA); "
                         "off may win for short evals (default: %(default)s)")
+    p.add_argument("--eval-in-separate-process", action="store_true",
+                   help="evaluate the benchmarks with a separate `mgs eval RUN` after training instead of inside the "
+                        "trainer (eval.benchmarks; the default, which reuses the trainer's compiled decode step)")
     p.add_argument("--device", default=None, help="model.device of training and mgs eval --device (default: config's)")
     p.add_argument("--max-chat-prompt-tokens", type=int, default=512,
                    help="train/held-out Arena-Hard prompts up to this many tokens; 0 = all (default: %(default)s)")
@@ -498,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(config=config_path, data_dir=Path(a.data_dir).resolve(), runs_dir=Path(a.runs_dir).resolve(),
                  results_dir=Path(a.results_dir).resolve(), steps=a.steps or int(base["train"]["steps"]),
                  benchmarks=a.benchmarks, eval_limit=a.eval_limit or None, eval_max_new_tokens=a.eval_max_new_tokens,
-                 eval_batch_size=a.eval_batch_size, eval_compile=a.eval_compile, device=a.device, extra=list(a.set))
+                 eval_batch_size=a.eval_batch_size, eval_compile=a.eval_compile, eval_in_train=not a.eval_in_separate_process,
+                 device=a.device, extra=list(a.set))
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     if a.lr_from_tuning and not a.tune:
         lr, ranking = tuned_lr(s.results_dir)
@@ -533,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(spec.run_dir)  # a partial run without a checkpoint: mgs train would refuse the folder
         if cmds:
             jobs.append(Job(spec.name, deque(cmds), lambda spec=spec: collect(spec, a.keep_checkpoints),
-                            s.runs_dir / "logs"))
+                            s.runs_dir / "logs", eval_marker=spec.run_dir / spec.done_marker.relative_to(spec.result_dir)))
     base_marker = s.results_dir / "base" / "eval" / "bench.json"
     if not (a.tune or a.no_base or base_marker.is_file()):
         cmd = base_cmd(s, str(overrides.get("model.name", base["model"]["name"])), dtype)

@@ -84,20 +84,57 @@ def _chat_main_metric(result_keys: list[str], proxy: bool) -> str:
     return "win_rate_vs_reference" if "win_rate_vs_reference" in result_keys else "score_mean"
 
 
+@dataclass
+class LoadedBenchmark:
+    """A benchmark ready to run: its domain (reward included) and the prompts it evaluates."""
+
+    bench: Benchmark
+    domain: Any
+    proxy: bool
+    samples: list
+
+
+def load_benchmarks(benchmarks: list[Benchmark], settings: SuiteSettings) -> list[LoadedBenchmark]:
+    """Build each benchmark's domain and load its prompts (`settings.limit` of them), before any generation: a
+    missing file fails here, and callers can size the decode cache for the longest prompt of all of them."""
+    loaded = []
+    for bench in benchmarks:
+        domain, proxy = _domain_for(bench, settings)
+        loaded.append(LoadedBenchmark(bench, domain, proxy, domain.load(bench.split, limit=settings.limit,
+                                                                        seed=settings.seed)))
+    return loaded
+
+
+def reserve_for(backend: Any, tokenizer: Any, loaded: list[LoadedBenchmark], settings: SuiteSettings) -> int:
+    """Size the backend's static KV cache (when it has one) for the longest prompt of every loaded benchmark plus
+    `max_new_tokens`, so the whole suite decodes in one cache shape (one compiled graph on CUDA; with the graph
+    backend's reuse_rows a short last chunk fills the same batch). Returns that prompt length."""
+    from mgs.rl.model import longest_prompt_tokens
+
+    longest = max((longest_prompt_tokens(tokenizer, b.samples, settings.template) for b in loaded), default=0)
+    reserve = getattr(backend, "reserve", None)
+    if reserve is not None and longest:
+        reserve(longest, settings.max_new_tokens)
+    return longest
+
+
 def run_benchmarks(
     backend: Any,
     tokenizer: Any,
-    benchmarks: list[Benchmark],
+    benchmarks: list[Benchmark] | list[LoadedBenchmark],
     settings: SuiteSettings,
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, EvalResult], dict[str, SetInfo]]:
-    """Evaluate every benchmark; returns (results, set infos) keyed by set name."""
+    """Evaluate every benchmark (given as `Benchmark`s, or already `load_benchmarks`-ed); returns (results, set
+    infos) keyed by set name."""
+    loaded = [b if isinstance(b, LoadedBenchmark) else None for b in benchmarks]
+    if None in loaded:
+        loaded = load_benchmarks(list(benchmarks), settings)
     results: dict[str, EvalResult] = {}
     infos: dict[str, SetInfo] = {}
-    for bench in benchmarks:
+    for item in loaded:
         t0 = time.perf_counter()
-        domain, proxy = _domain_for(bench, settings)
-        samples = domain.load(bench.split, limit=settings.limit, seed=settings.seed)
+        bench, domain, proxy, samples = item.bench, item.domain, item.proxy, item.samples
         common = dict(max_new_tokens=settings.max_new_tokens, template=settings.template, seed=settings.seed,
                       batch_size=settings.batch_size or 16)
         main = bench.main_metric if not bench.chat else None
@@ -200,8 +237,8 @@ def evaluate_model(
             import json
 
             step = json.loads(state.read_text()).get("step")
-        if settings.template == "none" and run.cfg("rollout.thinking", False):
-            settings = SuiteSettings(**{**settings.__dict__, "template": "think_response"})
+        if settings.template == "none" and run.cfg("rollout.template", "none") != "none":
+            settings = SuiteSettings(**{**settings.__dict__, "template": run.cfg("rollout.template")})
         path = Path(out) if out else run.path / "eval" / f"{tag or 'bench_' + ckpt.name}.json"
         model_name = f"{run.path.name}/{ckpt.name}"
     else:
@@ -217,7 +254,9 @@ def evaluate_model(
     if settings.batch_size is None:
         settings = SuiteSettings(**{**settings.__dict__, "batch_size": 256 if on_cuda else 16})
     backend = ROLLOUT_BACKENDS.get("auto")(policy.model, policy.tokenizer, compile=settings.compile)
-    results, infos = run_benchmarks(backend, policy.tokenizer, benchmarks, settings, log=log)
+    loaded = load_benchmarks(benchmarks, settings)
+    reserve_for(backend, policy.tokenizer, loaded, settings)
+    results, infos = run_benchmarks(backend, policy.tokenizer, loaded, settings, log=log)
     payload = write_eval(path, results, infos, tag=tag or path.stem, model=model_name, step=step)
     return payload, path
 

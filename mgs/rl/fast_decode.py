@@ -52,6 +52,10 @@ class GraphDecodeBackend:
     row_multiple: rows rounded up to this (64 on CUDA, 1 on CPU) with dropped filler rows, so the graph's batch
     shape stays fixed. max_batch_size: rows per decode batch (default: all rows of a call in one batch).
     check_every: decode steps between the host reads of "have all rows finished?".
+    reuse_rows: a batch with fewer rows than the kept cache is filled up to the cache's rows (more filler rows)
+    instead of building a new cache, so the compiled graph is reused: an eval after training (64 held-out prompts,
+    a benchmark's last partial chunk) decodes at the rollout's batch shape instead of recompiling (~45 s on an
+    H100 for each new shape; a decode step at 192 rows costs about what one at 64 does). Default: on when compiled.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class GraphDecodeBackend:
         row_multiple: int | None = None,
         max_batch_size: int | None = None,
         check_every: int = 16,
+        reuse_rows: bool | None = None,
     ) -> None:
         device = next(model.parameters()).device
         on_cuda = device.type == "cuda"
@@ -77,6 +82,8 @@ class GraphDecodeBackend:
         self.row_multiple = row_multiple or (64 if on_cuda else 1)
         self.max_batch_size = max_batch_size
         self.check_every = check_every
+        self.reuse_rows = self.compile if reuse_rows is None else bool(reuse_rows)
+        self._reserved_rows = 0  # reserve_rows: the least rows a batch decodes with (reuse_rows only)
         self.pad_token_id = tokenizer.pad_token_id
         if self.pad_token_id is None:
             raise ValueError("tokenizer has no pad token; load the policy with mgs.rl.model.load_policy")
@@ -102,6 +109,11 @@ class GraphDecodeBackend:
     # training prompt), so a longer prompt mid-run doesn't recompile the decode graph (an H100 benchmark lost 43 s
     # at step 4 to that). Same fields as the hf backend, so its method serves both.
     reserve = HFGenerateBackend.reserve
+
+    def reserve_rows(self, rows: int) -> None:
+        """With reuse_rows: decode every batch with at least `rows` rows (the trainer passes its rollout's), so an
+        eval that runs before the first rollout builds the rollout's cache shape rather than a smaller one."""
+        self._reserved_rows = max(self._reserved_rows, int(rows))
 
     def _cache_len_for(self, needed: int) -> int:
         """The static cache length for a call needing `needed` positions. It only grows, and then by at least 1.5x
@@ -158,9 +170,12 @@ class GraphDecodeBackend:
         """Generated ids [len(prompts)][max_new_tokens] (pad after a row's EOS; trimmed later by split_at_eos)."""
         n_real, device = len(prompts), self.device
         n_rows = _round_up(n_real, self.row_multiple)
-        prompts = prompts + [prompts[-1]] * (n_rows - n_real)  # filler rows, dropped at the end
         width = _round_up(max(len(p) for p in prompts), self.length_multiple)
         cache_len = self._cache_len_for(width + max_new_tokens)
+        if self.reuse_rows:  # fill up to the kept cache's rows (its compiled graph) or the reserved rows
+            kept = self._cache_shape[0] if self._cache_shape[1] == cache_len else 0
+            n_rows = max(n_rows, kept, _round_up(self._reserved_rows, self.row_multiple))
+        prompts = prompts + [prompts[-1]] * (n_rows - n_real)  # filler rows, dropped at the end
         input_ids, prompt_mask = left_pad(prompts, width, self.pad_token_id)
         mask = torch.ones((n_rows, cache_len), dtype=torch.long)  # generated columns always attend
         mask[:, :width] = prompt_mask

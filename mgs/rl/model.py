@@ -228,6 +228,18 @@ def encode_prompts(
 
 
 # ------------------------------------------------------------------------------------------------------------ loading
+def longest_prompt_tokens(tokenizer, samples: Sequence[Any], template: str = "none", top: int = 32) -> int:
+    """Token length of the longest prompt among `samples` (each with `.messages`) under `template`, measured on the
+    `top` longest by characters (tokenizing every prompt of a large set costs seconds; the longest in characters
+    are the longest in tokens up to tokenizer noise). What a rollout backend's `reserve` needs: its static KV
+    cache is then sized once instead of growing (and recompiling the decode graph) mid-run."""
+    from mgs.domains.template import apply_template
+
+    longest = sorted(samples, key=lambda s: -sum(len(m["content"]) for m in s.messages))[:top]
+    ids = encode_prompts(tokenizer, [apply_template(s.messages, template) for s in longest])
+    return max(map(len, ids), default=0)
+
+
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -318,6 +318,8 @@ class Run:
                 getattr(domain, "warm", lambda: None)()
         self.streams: dict[str, DomainStream] = {}
         self._reserved = False  # rollout backend told the longest training prompt (reserve_decode_cache)
+        self._eval_samples: dict[str, list[Sample]] = {}
+        self._benchmarks: list | None = None
         self.reference = Reference(self.policy, cfg.rollout.temperature) if cfg.grpo.kl_coef else None
         # the trained module: DDP wrapper / FSDP2-sharded model (policy.model stays the plain module, which for FSDP2
         # is the same object); wrapped BEFORE AdamW because FSDP2 replaces the parameters by DTensor shards
@@ -383,24 +385,74 @@ class Run:
             self.streams[domain] = DomainStream(samples, domain, self.cfg.train.seed)
         return self.streams[domain]
 
+    def ensure_reserved(self) -> None:
+        """reserve_decode_cache once, before the first generation of the run (rollout or eval)."""
+        if not self._reserved:
+            self._reserved = True
+            self.reserve_decode_cache()
+            reserve_rows = getattr(self.backend, "reserve_rows", None)
+            if reserve_rows is not None:
+                reserve_rows(self.eval_batch_size())
+
     def reserve_decode_cache(self) -> int:
         """Tell the rollout backend the longest training prompt (tokens, over the 32 longest-by-characters prompts
         of each domain the plan trains on), so its static KV cache is sized once instead of growing (and
         recompiling the decode graph) mid-run. Returns that length."""
-        from mgs.domains.template import apply_template
-        from mgs.rl.model import encode_prompts
+        from mgs.rl.model import longest_prompt_tokens
 
+        cfg, tok = self.cfg, self.policy.tokenizer
         domains = [d for d in self.order if any(d in st.weights for st in self.plan.stages)]
-        longest = 0
-        for d in domains:
-            samples = sorted(self.stream(d).samples, key=lambda s: -sum(len(m["content"]) for m in s.messages))
-            ids = encode_prompts(self.policy.tokenizer,
-                                 [apply_template(s.messages, self.cfg.rollout.template) for s in samples[:32]])
-            longest = max([longest, *map(len, ids)])
+        longest = max((longest_prompt_tokens(tok, self.stream(d).samples, cfg.rollout.template) for d in domains),
+                      default=0)
         reserve = getattr(self.backend, "reserve", None)
-        if reserve is not None and longest:
-            reserve(longest, self.cfg.rollout.max_new_tokens)
+        if reserve is None:
+            return longest
+        if longest:
+            reserve(longest, cfg.rollout.max_new_tokens)
+        # the evals after training decode in the same cache (with reuse_rows, in the same compiled graph)
+        if cfg.eval.before or cfg.eval.after or (self.plan.eval_each_stage and len(self.plan.stages) > 1):
+            held_out = max((longest_prompt_tokens(tok, self.eval_samples(spec), cfg.rollout.template)
+                            for spec in cfg.domains if spec.eval_limit != 0), default=0)
+            if held_out:
+                reserve(held_out, cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)
+        if cfg.eval.benchmarks and self.ctx.is_main:
+            bench = max((longest_prompt_tokens(tok, b.samples, cfg.rollout.template) for b in self.benchmarks()),
+                        default=0)
+            if bench:
+                reserve(bench, cfg.eval.benchmark_max_new_tokens)
         return longest
+
+    def eval_samples(self, spec) -> list[Sample]:
+        """The held-out samples of one domain spec (its test split, `eval_limit` of them), loaded once."""
+        name = spec.name or spec.kind
+        if name not in self._eval_samples:
+            self._eval_samples[name] = self.domains[name].load("test", limit=spec.eval_limit, seed=self.cfg.train.seed)
+        return self._eval_samples[name]
+
+    def benchmarks(self) -> list:
+        """`eval.benchmarks` loaded (domains + prompts, `mgs.eval.suite.load_benchmarks`), once."""
+        if self._benchmarks is None:
+            from mgs.eval.benchmarks import BENCHMARKS
+            from mgs.eval.suite import load_benchmarks
+
+            self._benchmarks = load_benchmarks([BENCHMARKS.get(n) for n in self.cfg.eval.benchmarks],
+                                               self.suite_settings())
+        return self._benchmarks
+
+    def suite_settings(self):
+        """The benchmark eval's settings: greedy, the config's limit and length, the training template, prompts per
+        chunk = this rank's rollout rows (so the eval decodes at the rollout's batch shape)."""
+        from mgs.eval.suite import SuiteSettings
+
+        e = self.cfg.eval
+        return SuiteSettings(data_dir=e.data_dir, limit=e.benchmark_limit, max_new_tokens=e.benchmark_max_new_tokens,
+                             template=self.cfg.rollout.template, batch_size=self.eval_batch_size())
+
+    def eval_batch_size(self) -> int:
+        """Prompts per eval generate call: as many as one rollout has rows on this rank (prompts x G), so a greedy
+        eval (one row per prompt) fills the rollout's compiled decode batch instead of compiling a new shape."""
+        per_rank = -(-self.cfg.grpo.prompts_per_step // self.ctx.world_size)
+        return per_rank * self.cfg.grpo.group_size
 
     def rollout(self, step: int, stage: Stage) -> tuple[list[Scored], dict[str, float]]:
         """Draw the step's prompts, sample G completions each, score them. Returns scored rows (grouped by prompt)."""
@@ -408,9 +460,7 @@ class Run:
         from mgs.rl.model import encode_prompts
 
         cfg = self.cfg
-        if not self._reserved:
-            self._reserved = True
-            self.reserve_decode_cache()
+        self.ensure_reserved()
         counts = allocate(stage.weights, cfg.grpo.prompts_per_step)
         # every rank draws the same global list (same seeded streams) and keeps its round-robin share
         drawn = [(d, s) for d in self.order if d in counts for s in self.stream(d).take(counts[d])]
@@ -544,16 +594,17 @@ def evaluate(run: Run, tag: str, run_dir: Path, step: int | None = None,
     from mgs.eval.runner import evaluate_domain
 
     cfg = run.cfg
+    run.ensure_reserved()
     results, infos = {}, {}
     for spec in cfg.domains:
         if spec.eval_limit == 0:  # this domain is not evaluated (e.g. no held-out split)
             continue
         name = spec.name or spec.kind
         domain = run.domains[name]
-        samples = domain.load("test", limit=spec.eval_limit, seed=cfg.train.seed)
-        results[name] = evaluate_domain(run.backend, run.policy.tokenizer, domain, samples,
+        results[name] = evaluate_domain(run.backend, run.policy.tokenizer, domain, run.eval_samples(spec),
                                         max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                                        template=cfg.rollout.template, seed=cfg.train.seed)
+                                        template=cfg.rollout.template, seed=cfg.train.seed,
+                                        batch_size=run.eval_batch_size())
         proxy = spec.kind == "chat" and spec.params.get("reward", "similarity-proxy") == "similarity-proxy"
         infos[name] = SetInfo(domain=name, proxy=proxy, note="offline similarity proxy reward" if proxy else "",
                               settings={"greedy": True, "limit": spec.eval_limit})
@@ -721,6 +772,13 @@ def _train(cfg: Config, run_dir: Path, ctx: DistContext, ckpt: Path | None, poli
         logger.close()
         summary = _summary(cfg, run, run_dir, status, done, before, after, time.perf_counter() - t_run)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if status == "finished" and cfg.eval.benchmarks:
+        # after summary.json says "finished": a benchmark eval cut short leaves a trained run that `mgs eval RUN`
+        # can still evaluate from its final checkpoint
+        bench = _evaluate_benchmarks(run, run_dir, step=done)
+        if main:
+            summary["eval"]["bench"] = bench
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return ctx.broadcast_object(summary)
 
 
@@ -730,6 +788,29 @@ def _evaluate_main(run: Run, tag: str, run_dir: Path, step: int,
     with run.full_params():
         result = evaluate(run, tag, run_dir, step=step, stage=stage) if run.ctx.is_main else None
         return run.ctx.broadcast_object(result)
+
+
+def _evaluate_benchmarks(run: Run, run_dir: Path, step: int) -> dict[str, dict[str, float]] | None:
+    """`eval.benchmarks` on rank 0 with the trained policy and the run's rollout backend (its compiled decode step
+    and cache, reserved at the first rollout) -> RUN/eval/bench.json (+ scores), the file `mgs eval RUN --tag bench`
+    writes; returns {set: {metric, score, stderr, proxy}} (percent), None on the other ranks."""
+    from mgs.eval.results import write_eval
+    from mgs.eval.suite import format_table, run_benchmarks
+
+    with run.full_params():
+        result = None
+        if run.ctx.is_main:
+            t0 = time.perf_counter()
+            run.ensure_reserved()
+            results, infos = run_benchmarks(run.backend, run.policy.tokenizer, run.benchmarks(), run.suite_settings(),
+                                            log=lambda line: print(f"[mgs] bench {line}", flush=True))
+            payload = write_eval(run_dir / "eval" / "bench.json", results, infos, tag="bench",
+                                 model=f"{run_dir.name} (in-process, step {step})", step=step)
+            print(format_table(payload) + f"\n[mgs] benchmarks: {time.perf_counter() - t0:.1f} s", flush=True)
+            result = {n: {"metric": v["main_metric"], "score": v["score"], "stderr": v["stderr"], "proxy": v["proxy"]}
+                      for n, v in payload["sets"].items()}
+        run.ctx.barrier()
+    return result
 
 
 def _save(run: Run, run_dir: Path, step: int) -> None:

@@ -37,7 +37,7 @@ ALL = ["math-only", "ifeval-only", "chat-only", "seq-a", "seq-b", "mixed", "pcgr
 def test_matrix_has_equal_compute_and_the_right_overrides(launcher, tmp_path):
     from mgs.config import load_config
 
-    (tmp_path / "data").mkdir()
+    _tiny_data(tmp_path / "data")  # the trainers' own benchmark eval (eval.benchmarks) checks its files at load
     s = _settings(launcher, tmp_path, steps=31)  # 31 = 11 + 10 + 10: unequal stage sizes, equal totals
     assert list(launcher.strategy_overrides(launcher.config_domains(s.config), s.steps)) == ALL
     specs = launcher.build_matrix(s, ALL, [0, 1])
@@ -48,6 +48,10 @@ def test_matrix_has_equal_compute_and_the_right_overrides(launcher, tmp_path):
     assert launcher.check_equal_compute(config, specs) == (31 * 24 * 8, 31)
 
     cfgs = {sp.name: load_config(str(config), sp.overrides) for sp in specs}
+    for c in cfgs.values():  # every run evaluates the benchmarks in its trainer, with mgs eval's settings
+        assert c.eval.benchmarks == ("gsm8k", "math500", "ifeval", "alpaca_eval")
+        assert c.eval.data_dir == str(tmp_path / "data") and c.eval.benchmark_limit == 300
+        assert c.eval.benchmark_max_new_tokens == 384
     only = cfgs["ifeval-only-s1"]
     assert [d.weight for d in only.domains] == [0.0, 1.0, 0.0] and only.strategy.name == "mixed"
     assert only.train.seed == 1 and only.train.out_dir == str(tmp_path / "runs" / "ifeval-only-s1")
@@ -102,7 +106,7 @@ def test_dry_run_prints_every_command_and_runs_nothing(launcher, tmp_path, capsy
 
 
 def test_resume_state_comes_from_the_files(launcher, tmp_path):
-    (tmp_path / "data").mkdir()
+    _tiny_data(tmp_path / "data")
     s = _settings(launcher, tmp_path)
     config = launcher.resolved_config(s)
     spec = launcher.build_matrix(s, ["mixed"], [0])[0]
@@ -161,17 +165,22 @@ TINY = ["model.name=tiny:llama", "model.dtype=float32", "rollout.backend=hf", "r
         "domains.1.params.num_train=16", "domains.0.params.num_train=16"]
 
 
-def test_end_to_end_on_cpu_train_eval_collect_report(launcher, tmp_path, capsys):
+@pytest.mark.parametrize("separate_eval", [False, True], ids=["eval-in-trainer", "mgs-eval-process"])
+def test_end_to_end_on_cpu_train_eval_collect_report(launcher, tmp_path, capsys, separate_eval):
     data = _tiny_data(tmp_path / "data")
     args = ["--strategies", "mixed,seq-a", "--seeds", "0", "--steps", "3", "--data-dir", str(data),
             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
             "--report-dir", str(tmp_path / "report"), "--benchmarks", "gsm8k,ifeval,alpaca_eval", "--eval-limit", "2",
             "--eval-max-new-tokens", "6", "--eval-batch-size", "4", "--device", "cpu", "--parallel", "2", "--no-base",
-            *[x for o in TINY for x in ("--set", o)]]
+            *[x for o in TINY for x in ("--set", o)], *(["--eval-in-separate-process"] if separate_eval else [])]
     rc = launcher.main(args)
     out = capsys.readouterr().out
     assert rc == 0, out + "".join(p.read_text()[-3000:] for p in (tmp_path / "runs" / "logs").glob("*.log"))
-    assert "done   mixed-s0 train in" in out and "done   seq-a-s0 eval in" in out
+    assert "done   mixed-s0 train in" in out
+    if separate_eval:
+        assert "done   seq-a-s0 eval in" in out and "skip " not in out
+    else:  # the trainer wrote eval/bench.json: no mgs eval process
+        assert "skip   seq-a-s0 eval (bench.json written by the trainer)" in out and "seq-a-s0 eval in" not in out
 
     results = tmp_path / "results"
     for run in ("mixed-s0", "seq-a-s0"):

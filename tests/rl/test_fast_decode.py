@@ -46,6 +46,27 @@ def test_cache_kept_across_calls_and_grows_only(eos_policy, prompts):
     assert backend._cache is not cache and backend._cache_shape == (2, shape[1])
 
 
+def test_reuse_rows_fills_smaller_batches_into_the_kept_cache(eos_policy, prompts):
+    """With reuse_rows (the default when compiled) a call with fewer rows decodes in the kept cache, padded with
+    filler rows, so the compiled graph's batch shape stays the same; the real rows' tokens are unchanged."""
+    max_new_tokens = 12
+    ref = reference_greedy(eos_policy, prompts, max_new_tokens)
+    backend = GraphDecodeBackend(eos_policy.model, eos_policy.tokenizer, reuse_rows=True)
+    backend.generate(prompts, num_samples=2, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
+    cache, shape = backend._cache, backend._cache_shape
+    assert shape[0] == 8
+    for subset in ([1], [3, 0], [2, 1, 0]):  # 1-3 prompts x 1 sample: 1-3 real rows of the 8
+        got = backend.generate([prompts[i] for i in subset], num_samples=1, max_new_tokens=max_new_tokens,
+                               temperature=0.0, seed=0)
+        assert backend._cache is cache and backend._cache_shape == shape
+        assert [(c.completion_ids, c.finished) for c in got] == [ref[i] for i in subset]
+    off = GraphDecodeBackend(eos_policy.model, eos_policy.tokenizer)  # CPU default: eager, no reuse
+    assert not off.reuse_rows
+    off.generate(prompts, num_samples=2, max_new_tokens=4, temperature=0.0, seed=0)
+    off.generate(prompts[:1], num_samples=1, max_new_tokens=4, temperature=0.0, seed=0)
+    assert off._cache_shape[0] == 1
+
+
 def test_completion_bookkeeping_under_sampling(sampling_eos_policy, prompts):
     tok = sampling_eos_policy.tokenizer
     backend = ROLLOUT_BACKENDS.get("graph")(sampling_eos_policy.model, tok, check_every=3)
