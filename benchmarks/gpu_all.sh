@@ -92,6 +92,19 @@ part rollout_static "$(cap 100 25)" "$PY" benchmarks/bench_rollout.py --device c
 part rollout_dynamic "$(cap 60 0)" "$PY" benchmarks/bench_rollout.py --device cuda --model smollm2-135m-instruct \
   --dtype bfloat16 --prompts 64 --samples 8 --max-new-tokens 256 --modes dynamic --runs 1 --warmup 0
 
+# 7. sharing: N processes on one GPU, time-sliced and (when nvidia-cuda-mps-control exists) under CUDA MPS; the
+#    experiment's --parallel and gpu_call.sh's MGS_MPS follow from it. Only when selected (MGS_BENCH_PARTS).
+if [[ ",${MGS_BENCH_PARTS:-}," == *",sharing,"* ]]; then
+  part sharing "$(cap 120 60)" "$PY" scripts/probe_gpu_sharing.py --procs 1,8 --out "$OUT/sharing.json"
+  if command -v nvidia-cuda-mps-control >/dev/null; then
+    nvidia-cuda-mps-control -d && sleep 1
+    part sharing_mps "$(cap 90 0)" "$PY" scripts/probe_gpu_sharing.py --procs 8 --tag mps --out "$OUT/sharing_mps.json"
+    echo quit | nvidia-cuda-mps-control; sleep 1
+  else
+    echo "=== sharing_mps: no nvidia-cuda-mps-control on this machine"
+  fi
+fi
+
 echo
 echo "################ summary ($((SECONDS - T_ALL)) s in all; logs in $OUT)"
 cat "$OUT/gpu.txt"
@@ -102,5 +115,7 @@ echo "---- ours vs TRL (bench_rl_step)"; show rl_step '/^workload:/,$p'
 echo "---- MGS overhead (bench_mgs_overhead)"; show mgs_overhead '/^model:/,$p'
 echo "---- reward scoring (bench_reward)"; [ -f "$OUT/reward.log" ] && tail -n 12 "$OUT/reward.log"
 echo "---- surgery alone (bench_surgery)"; [ -f "$OUT/surgery.log" ] && grep -E '^(device:|\|)' "$OUT/surgery.log"
+echo "---- GPU sharing (probe_gpu_sharing)"; [ -f "$OUT/sharing.log" ] && grep '^|' "$OUT/sharing.log"
+[ -f "$OUT/sharing_mps.log" ] && grep '^| [0-9]' "$OUT/sharing_mps.log" | sed 's/^/MPS /'
 echo "---- rollout (bench_rollout): compiled static, then dynamic"
 show rollout_static '/^model:/,$p'; show rollout_dynamic '/^model:/,$p'

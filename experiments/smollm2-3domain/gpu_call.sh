@@ -9,6 +9,12 @@ cd "$(dirname "$0")/../.."
 results=runs/exp-results
 mkdir -p "$results"
 cp -rn experiments/smollm2-3domain/results/. "$results/" 2>/dev/null || true
+# MGS_MPS=1: the runs share the GPU through CUDA MPS (kernels of different processes run at once) instead of
+# time slices; scripts/probe_gpu_sharing.py measures which gets more done
+if [ "${MGS_MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  nvidia-cuda-mps-control -d && echo "CUDA MPS daemon started"
+  trap 'echo quit | nvidia-cuda-mps-control' EXIT
+fi
 python3 experiments/smollm2-3domain/run.py --data-dir "${MGS_DATA:?source /tmp/mgs-assets/env.sh first}" \
   --results-dir "$results" --report-dir runs/exp-report "$@" 2>&1 | tail -60
 tar czf "${OUT:-/tmp}/exp.tgz" "$results" runs/exp-report runs/smollm2-3domain/logs 2>/dev/null
