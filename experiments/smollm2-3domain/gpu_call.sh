@@ -17,5 +17,8 @@ if [ "${MGS_MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; the
 fi
 python3 experiments/smollm2-3domain/run.py --data-dir "${MGS_DATA:?source /tmp/mgs-assets/env.sh first}" \
   --results-dir "$results" --report-dir runs/exp-report "$@" 2>&1 | tail -60
-tar czf "${OUT:-/tmp}/exp.tgz" "$results" runs/exp-report runs/smollm2-3domain/logs 2>/dev/null
+# + the metrics of unfinished runs (runs/ is lost with the machine: on 2026-12-01 a released machine took nine
+# half-done runs' step timings with it)
+tar czf "${OUT:-/tmp}/exp.tgz" "$results" runs/exp-report runs/smollm2-3domain/logs \
+  runs/smollm2-3domain/*/metrics.jsonl runs/smollm2-3domain/*/summary.json 2>/dev/null
 echo "archive: ${OUT:-/tmp}/exp.tgz"
