@@ -6,6 +6,10 @@ held-out eval uses. Math benchmarks get greedy accuracy; with `samples=k > 1` al
 set `<name>@k` (shown, not in the Total). Chat benchmarks use the given reward model (headline: win rate against the
 dataset's reference answers; mean RM score beside it) or, without one, the offline similarity proxy, whose headline
 is marked as a proxy in the table and the JSON.
+
+Benchmarks are loaded before anything is generated (`load_benchmarks`: a missing file fails first), and the backend's
+decode cache is reserved for the longest prompt of the whole suite (`reserve_for`), so on CUDA one compiled decode
+graph serves every benchmark. The trainer uses the same two functions for `eval.benchmarks`.
 """
 
 from __future__ import annotations
