@@ -6,6 +6,7 @@
 # Needs the staged assets: source /tmp/mgs-assets/env.sh first (sets MGS_DATA).
 set -u
 cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # run.py imports mgs (the GPU machine has it only here)
 results=runs/exp-results
 mkdir -p "$results"
 cp -rn experiments/smollm2-3domain/results/. "$results/" 2>/dev/null || true
