@@ -131,8 +131,8 @@ def run_benchmarks(
 ) -> tuple[dict[str, EvalResult], dict[str, SetInfo]]:
     """Evaluate every benchmark (given as `Benchmark`s, or already `load_benchmarks`-ed); returns (results, set
     infos) keyed by set name."""
-    loaded = [b if isinstance(b, LoadedBenchmark) else None for b in benchmarks]
-    if None in loaded:
+    loaded = benchmarks
+    if not all(isinstance(b, LoadedBenchmark) for b in benchmarks):
         loaded = load_benchmarks(list(benchmarks), settings)
     results: dict[str, EvalResult] = {}
     infos: dict[str, SetInfo] = {}

@@ -416,10 +416,9 @@ class Run:
             if held_out:
                 reserve(held_out, cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)
         if cfg.eval.benchmarks and self.ctx.is_main:
-            bench = max((longest_prompt_tokens(tok, b.samples, cfg.rollout.template) for b in self.benchmarks()),
-                        default=0)
-            if bench:
-                reserve(bench, cfg.eval.benchmark_max_new_tokens)
+            from mgs.eval.suite import reserve_for
+
+            reserve_for(self.backend, tok, self.benchmarks(), self.suite_settings())
         return longest
 
     def eval_samples(self, spec) -> list[Sample]:
