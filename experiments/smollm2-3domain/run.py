@@ -101,6 +101,11 @@ class RunSpec:
     def done_marker(self) -> Path:
         return self.result_dir / "eval" / ("bench.json" if self.evaluate else "after.json")
 
+    @property
+    def run_marker(self) -> Path:
+        """The done marker's file inside the run directory (where the trainer or `mgs eval` writes it)."""
+        return self.run_dir / self.done_marker.relative_to(self.result_dir)
+
 
 @dataclass
 class Settings:
@@ -260,7 +265,7 @@ def plan_run(s: Settings, config: Path, spec: RunSpec, dtype: str) -> tuple[str,
     if spec.done_marker.is_file():
         return "done", []
     finished = _finished(spec.run_dir)
-    if finished and (spec.run_dir / spec.done_marker.relative_to(spec.result_dir)).is_file():
+    if finished and spec.run_marker.is_file():
         return "collect", []
     evals = [("eval", eval_cmd(s, spec, dtype))] if spec.evaluate else []
     checkpoint = (spec.run_dir / "checkpoints" / "latest").exists()
@@ -286,7 +291,7 @@ def collect(spec: RunSpec, keep_checkpoints: bool = False) -> None:
     if (src / "surgery").is_dir():
         shutil.copytree(src / "surgery", dst / "surgery")
     evals = sorted((src / "eval").glob("*.json")) if (src / "eval").is_dir() else []
-    for p in sorted(evals, key=lambda p: p == src / spec.done_marker.relative_to(dst)):
+    for p in sorted(evals, key=lambda p: p == spec.run_marker):
         shutil.copy2(p, dst / "eval" / p.name)
     if not keep_checkpoints and spec.evaluate:
         shutil.rmtree(src / "checkpoints", ignore_errors=True)
@@ -556,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(spec.run_dir)  # a partial run without a checkpoint: mgs train would refuse the folder
         if cmds:
             jobs.append(Job(spec.name, deque(cmds), lambda spec=spec: collect(spec, a.keep_checkpoints),
-                            s.runs_dir / "logs", eval_marker=spec.run_dir / spec.done_marker.relative_to(spec.result_dir)))
+                            s.runs_dir / "logs", eval_marker=spec.run_marker))
     base_marker = s.results_dir / "base" / "eval" / "bench.json"
     if not (a.tune or a.no_base or base_marker.is_file()):
         cmd = base_cmd(s, str(overrides.get("model.name", base["model"]["name"])), dtype)
