@@ -204,7 +204,12 @@ def math_reward_for_trl(domain, samples_by_uid: dict[str, Any], stats: dict[str,
         stats["reward_s"] += time.perf_counter() - t0
         stats["completions"] += len(texts)
         stats["completion_tokens"] += sum(len(ids) for ids in completion_ids) if completion_ids is not None else 0
-        return [r.score for r in results]
+        # A reward that can't score returns None. Our trainer leaves such a sample out of its group; TRL turns a
+        # sample that no reward function scores into NaN, and NaN advantages made the weights NaN (H200,
+        # 2026-12-01: generation failed at step 6). So TRL gets the domain's lowest score for it, counted.
+        unscored = sum(r.score is None for r in results)
+        stats["unscored"] += unscored
+        return [float(getattr(domain, "min_score", 0.0)) if r.score is None else r.score for r in results]
 
     return math_reward
 
@@ -227,7 +232,7 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     if n_completions % batch:
         raise SystemExit(f"TRL batch {batch} must divide prompts x samples = {n_completions}")
     accumulation = n_completions // batch
-    stats = {"reward_s": 0.0, "generate_s": 0.0, "completions": 0, "completion_tokens": 0}
+    stats = {"reward_s": 0.0, "generate_s": 0.0, "completions": 0, "completion_tokens": 0, "unscored": 0}
     on_cuda = args.device.startswith("cuda")
     with tempfile.TemporaryDirectory() as out_dir:
         source = str(getattr(policy.model.config, "_name_or_path", "") or "")
@@ -236,7 +241,8 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
             policy.model.save_pretrained(Path(out_dir) / "policy")
             policy.model.config._name_or_path = str(Path(out_dir) / "policy")
         config = GRPOConfig(
-            output_dir=out_dir, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+            output_dir=out_dir, report_to="none", save_strategy="no", logging_strategy="steps", logging_steps=1,
+            disable_tqdm=True,
             seed=args.seed,
             max_steps=total, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
             steps_per_generation=accumulation, num_iterations=1, num_generations=args.samples,
@@ -264,6 +270,18 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
 
         class StepTimer(TrainerCallback):
+            def on_log(self, a, state, control, logs=None, **kw):  # runs after on_step_end of the same step
+                if not logs or not rows or "loss" not in logs:  # (the end-of-training summary has no loss)
+                    return
+                seen = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+                for key in ("loss", "grad_norm", "reward", "reward_std"):
+                    if key in seen:
+                        rows[-1][f"trl_{key}"] = seen[key]
+                print(f"[trl] step {len(rows)} log: loss {seen.get('loss', float('nan')):.4g}, grad norm "
+                      f"{seen.get('grad_norm', float('nan')):.4g}, reward {seen.get('reward', float('nan')):.4g}",
+                      flush=True)
+                save_partial(args, "trl", rows, policy.note)
+
             def on_step_begin(self, a, state, control, **kw):
                 sync(args.device)
                 self.t0 = time.perf_counter()
@@ -278,9 +296,14 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
                     "reward_s": stats["reward_s"] - self.before["reward_s"],
                     "completions": stats["completions"] - self.before["completions"],
                     "completion_tokens": stats["completion_tokens"] - self.before["completion_tokens"],
+                    "unscored": stats["unscored"] - self.before["unscored"],
                 })
+                # after the timed window: are the weights still finite? (on 2026-12-01, H200, TRL's generation
+                # of step 6 failed on a NaN probability twice in a row; this says whether the update caused it)
+                rows[-1]["weights_finite"] = bool(all(torch.isfinite(p).all() for p in trainer.model.parameters()))
                 print(f"[trl] step {step}: {rows[-1]['step_s']:.2f} s (generate {rows[-1]['rollout_s']:.2f}), "
-                      f"{rows[-1]['completion_tokens']} tokens", flush=True)
+                      f"{rows[-1]['completion_tokens']} tokens, {rows[-1]['unscored']} unscored, weights finite "
+                      f"{rows[-1]['weights_finite']}", flush=True)
                 for r in rows:
                     r.setdefault("train_s", r["step_s"] - r["rollout_s"] - r["reward_s"])
                 save_partial(args, "trl", rows, policy.note)
@@ -294,6 +317,7 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         "per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation,
         "steps_per_generation": accumulation, "num_iterations": 1, "loss_type": "dapo (token mean, global)",
         "optimizer": config.optim, "reference_model": bool(args.kl), "bf16": config.bf16,
+        "logging": "every step (loss / grad norm / reward recorded per step)",
     }
     return {"side": "trl", "model_note": policy.note, "settings": settings, "rows": rows,
             "peak_mem_gb": peak_gb(args.device)}
