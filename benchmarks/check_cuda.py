@@ -4,8 +4,9 @@ changing them:
 
 1. varlen attention: `packed_attention(kernel=True)` (torch's variable-length flash kernel, bf16, GQA 9/3 heads)
    against the exact per-sample path in float64, values and input gradients.
-2. packed training forward on the real policy (SmolLM2-135M, bf16): `token_logprobs(packed=True)` against the
-   padded path on one rollout-like batch, eager and compiled, and the gradient norm of a loss on both.
+2. packed training forward on the real policy (SmolLM2-135M, bf16): `token_logprobs(packed=True)` and the padded
+   path, each against an fp32 padded reference of the same weights, on one rollout-like batch, eager and compiled,
+   and the gradient norm of a loss on each: packing must add no error beyond the padded path's bf16 round-off.
 3. surgery kernels: Triton Gramians and combine on SmolLM2-shaped bf16 stacked buffers against float64 torch.
 
     python benchmarks/check_cuda.py [--model smollm2-135m-instruct] [--skip-model]
@@ -71,12 +72,22 @@ def varlen_attention() -> tuple[bool, str]:
 
 
 def packed_forward(model_name: str, device: str = "cuda", dtype: str = "bfloat16") -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+    """Packed vs padded log-probs, both measured against a higher-precision reference (the same weights in fp32,
+    or fp64 for an fp32 run, padded, eager). Comparing the two bf16 paths with each other only measures bf16
+    noise: on 2026-12-01 (H200) they differed by a mean 5.9e-2 nats on random tokens, which is not an error of
+    either. The check asks that packing adds no error of its own: the packed path is within 1.5x (+ a small floor)
+    of the padded path's own distance to the reference, in mean, max and gradient norm. Wrong packing (a sample
+    attending to its neighbour, positions not restarting) puts it orders of magnitude further away."""
+    import copy
+
     from mgs.rl.logprobs import build_batch, token_logprobs
     from mgs.rl.model import load_policy
     from mgs.rl.rollout import Completion
 
     policy = load_policy(model_name, dtype=dtype, device=device)
     model = policy.model.eval()
+    ref_dtype = torch.float64 if model.dtype == torch.float32 else torch.float32
+    reference = copy.deepcopy(model).to(ref_dtype)
     vocab = model.get_input_embeddings().num_embeddings
     rng = random.Random(0)
     comps = [Completion(prompt_index=i, prompt_ids=[rng.randrange(vocab) for _ in range(rng.randint(40, 300))],
@@ -86,22 +97,29 @@ def packed_forward(model_name: str, device: str = "cuda", dtype: str = "bfloat16
     batch = build_batch(comps, pad_token_id=policy.tokenizer.pad_token_id or 0).to(device)
     mask = batch.completion_mask.bool()
 
-    def run(packed: bool, compile: bool) -> tuple[torch.Tensor, float]:
-        model.zero_grad(set_to_none=True)
-        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start, packed=packed,
+    def run(net: torch.nn.Module, packed: bool, compile: bool) -> tuple[torch.Tensor, float]:
+        net.zero_grad(set_to_none=True)
+        logp, _ = token_logprobs(net, batch.input_ids, batch.attention_mask, start=batch.start, packed=packed,
                                  compile=compile)
         (logp[mask].sum() / mask.sum()).backward()
-        norm = math.sqrt(sum(float(p.grad.float().pow(2).sum()) for p in model.parameters() if p.grad is not None))
-        return logp.detach()[mask], norm
+        norm = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in net.parameters() if p.grad is not None))
+        net.zero_grad(set_to_none=True)
+        return logp.detach()[mask].double(), norm
+
+    exact, exact_norm = run(reference, False, False)
+    del reference
 
     def compare(compile: bool) -> tuple[bool, str]:
-        ref, ref_norm = run(False, compile)
-        got, got_norm = run(True, compile)
-        diff = (got - ref).abs()
-        rel_norm = abs(got_norm - ref_norm) / ref_norm
-        ok = float(diff.mean()) < 2e-2 and float(diff.max()) < 0.5 and rel_norm < 2e-2
-        return ok, (f"{mask.sum().item()} tokens: mean |dlogp| {diff.mean():.2e} (< 2e-2), max {diff.max():.2e} "
-                    f"(< 0.5), grad-norm rel diff {rel_norm:.2e} (< 2e-2)")
+        errs = {}
+        for name, packed in (("padded", False), ("packed", True)):
+            got, norm = run(model, packed, compile)
+            diff = (got - exact).abs()
+            errs[name] = (float(diff.mean()), float(diff.max()), abs(norm - exact_norm) / exact_norm)
+        (pad_mean, pad_max, pad_g), (pk_mean, pk_max, pk_g) = errs["padded"], errs["packed"]
+        ok = pk_mean <= 1.5 * pad_mean + 2e-3 and pk_max <= 1.5 * pad_max + 0.05 and pk_g <= 1.5 * pad_g + 5e-3
+        return ok, (f"{mask.sum().item()} tokens vs the {str(ref_dtype).split('.')[-1]} padded reference: mean |dlogp| "
+                    f"packed {pk_mean:.2e} / padded {pad_mean:.2e}, max {pk_max:.2e} / {pad_max:.2e}, grad-norm rel "
+                    f"err {pk_g:.2e} / {pad_g:.2e} (packed <= 1.5 x padded + floor)")
 
     return [("packed vs padded token_logprobs, eager", lambda: compare(False)),
             ("packed vs padded token_logprobs, compiled", lambda: compare(True))]
