@@ -135,6 +135,40 @@ class Variant:
                 "peak_update_gb": self.peak_extra}
 
 
+def profile_update(variant: "Variant", rep: int, top: int = 8) -> dict[str, Any]:
+    """One update of `variant` under torch.profiler: where its time goes. On 2026-12-01 (H200) every extra micro-batch
+    cost ~60 ms at a fixed token count (mixed: 5 micro-batches 509 ms, 3 micro-batches 401 ms), which is most of
+    MGS's overhead (it needs >= D micro-batches). GPU kernel time well below the wall time means launch- or
+    sync-bound; the host-sync count says how often the CPU waited for the GPU."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = variant.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(variant.device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        variant.run_once(rep, record=False)
+    wall_ms = 1000 * (time.perf_counter() - t0)
+    events = prof.key_averages()
+
+    def device_us(e) -> float:
+        return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
+
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
+                                                          "cudaGraphLaunch"))
+    syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
+                                                       "cudaEventSynchronize"))
+    memcpy = sum(e.count for e in events if e.key in ("cudaMemcpyAsync", "cudaMemcpy"))
+    key = device_us if cuda else (lambda e: float(e.self_cpu_time_total))
+    ranked = sorted((e for e in (kernels if cuda else events)), key=key, reverse=True)[:top]
+    return {"variant": variant.label, "micro_batches": len(variant.schedule.micro_batches), "wall_ms": wall_ms,
+            "gpu_kernel_ms": sum(device_us(e) for e in kernels) / 1000, "kernel_launches": launches,
+            "host_syncs": syncs, "memcpy_calls": memcpy,
+            "top": [{"name": e.key[:80], "count": e.count, "ms": key(e) / 1000} for e in ranked]}
+
+
 def bookkeeping_ms(params: list[torch.nn.Parameter], domains: int, buffer_dtype: torch.dtype, reps: int) -> dict:
     """The step's norm/finite bookkeeping on this model's shapes, two ways (median ms):
     per_tensor = what mgs.rl.step did before commit ac9d36c (one `float()` host sync per tensor and domain for the
@@ -199,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--time-budget", type=float, default=None,
                     help="seconds for the timed reps (all variants); stop after the round that crosses it")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed reps, profile one update of each variant (torch.profiler): GPU kernel time "
+                         "vs wall, kernel launches, host syncs, top kernels")
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -259,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rep {rep + 1}/{args.warmup + args.reps} done", flush=True)
     args.reps = len(variants[0].rows)
     results = [v.result() for v in variants]
+    profiles = [profile_update(v, args.warmup + args.reps) for v in variants] if args.profile else []
     for res in results:
         print(f"[{res['variant']}] update {res['update_s'] * 1000:.1f} ms (surgery {res['surgery_s'] * 1000:.2f} ms)")
 
@@ -298,13 +336,18 @@ def main(argv: list[str] | None = None) -> int:
           f"(one gradient in the model dtype: {grad_gb:.3f} GB)")
     print("peak GB = peak allocated during one update minus what was allocated before it (CUDA only); "
           "vs mixed = update time relative to Mixed RL; surgery = Gramians + weights + combine (+ per-domain norms)")
+    for prof in profiles:
+        print(f"profile {prof['variant']}: {prof['micro_batches']} micro-batches, wall {prof['wall_ms']:.1f} ms "
+              f"(profiled), GPU kernels {prof['gpu_kernel_ms']:.1f} ms, {prof['kernel_launches']} launches, "
+              f"{prof['host_syncs']} host syncs, {prof['memcpy_calls']} memcpy calls; top: "
+              + "; ".join(f"{t['name']} x{t['count']} {t['ms']:.1f} ms" for t in prof["top"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({
             "settings": {k: v for k, v in vars(args).items() if k != "out"}, "device": dev_name,
             "model_note": policy.note, "numel": numel, "grad_gb": grad_gb, "buffer_gb": buffer_gb, "tokens": tokens,
             "expected_extra_gb": expected_extra_gb, "in_place": in_place, "target_extra_gb": (args.domains - 1) * grad_gb,
-            "bookkeeping_ms": book, "results": results}, indent=1))
+            "bookkeeping_ms": book, "results": results, "profiles": profiles}, indent=1))
     return 0
 
 

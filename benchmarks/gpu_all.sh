@@ -8,8 +8,9 @@
 #                         TRL first, then ours; 5 timed per side, each side <= 200 s; a side that runs out of time reports the
 #                         steps it finished (marked PARTIAL)
 #   2. bench_mgs_overhead MGS (module PCGrad) vs Mixed RL update on identical fixed rollouts, 3 domains x 171 samples
-#                         (the rl_step batch), budgets 32768 and 65536 tokens, padded and packed (each side's best
-#                         counts), 20 reps
+#                         (the rl_step batch), budgets 65536 and 131072 tokens, padded and packed (each side's best
+#                         counts), 20 reps, then one profiled update per variant (on 2026-12-01 at 32k/64k each extra
+#                         micro-batch cost ~60 ms, and at 64k a domain's 171 padded samples just missed one micro-batch)
 #   3. bench_reward       scoring 512 completions per domain (math: fast path + verifier pool; ifeval; chat proxy)
 #   4-6. surgery alone, rollout_static, rollout_dynamic: only if time is left (numbers from earlier runs in
 #                         docs/performance.md)
@@ -80,8 +81,8 @@ part rl_step "$RL_LIMIT" "$PY" benchmarks/bench_rl_step.py --device cuda --model
 
 part mgs_overhead "$(cap 240 30)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
   --model smollm2-135m-instruct --dtype bfloat16 --domains 3 --per-domain 171 --max-new-tokens 256 \
-  --variants mixed,mgs-module --micro-batch-tokens 32768,65536 --pack off,on --reps 20 --warmup 2 --time-budget 90 \
-  --out "$OUT/mgs_overhead.json"
+  --variants mixed,mgs-module --micro-batch-tokens 65536,131072 --pack off,on --reps 20 --warmup 2 --time-budget 90 \
+  --profile --out "$OUT/mgs_overhead.json"
 
 part reward "$(cap 60 0)" "$PY" benchmarks/bench_reward.py --n 512 --reps 7 --chat --out "$OUT/reward.json"
 
