@@ -41,6 +41,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+CONCLUSION = HERE / "conclusion.md"  # written by hand as results come in; the report shows it after its summary
 DEFAULT_BENCHMARKS = "gsm8k,math500,ifeval,alpaca_eval"
 # ordered: the single-domain references first, then the sequential orders, then the mixed-batch strategies
 BATCH_STRATEGIES: dict[str, list[str]] = {
@@ -442,6 +443,8 @@ def report_cmd(s: Settings, report_dir: Path, seeds: list[int]) -> list[str] | N
         if found:
             single.append(f"{d}={found[0]}")
     cmd = [s.python, "-m", "mgs", "report", *map(str, runs), "--out", str(report_dir)]
+    if CONCLUSION.is_file():  # the author's reading of the numbers, shown after the computed summary
+        cmd += ["--conclusion", str(CONCLUSION)]
     return cmd + (["--baseline-single", *single] if single else [])
 
 

@@ -1,5 +1,6 @@
 """`mgs report RUN_DIR [RUN_DIR ...]`: plots and tables of one or more runs as HTML (self-contained) + markdown,
-including paired differences between strategies on the same prompts (`--paired-ref`, `--paired-interval`)."""
+including paired differences between strategies on the same prompts (`--paired-ref`, `--paired-interval`), a
+computed summary of the findings first, and the author's conclusion (`--conclusion FILE`) after it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ class ReportCommand:
         p.add_argument("--paired-interval", default="normal", choices=["normal", "bootstrap"],
                        help="95%% interval of a paired mean difference: normal (mean ± 1.96 stderr) or a seeded "
                             "bootstrap over prompts (default: %(default)s)")
+        p.add_argument("--conclusion", default=None, metavar="FILE",
+                       help="markdown file with the author's conclusion (what held, what did not, against the paper): "
+                            "shown verbatim after the computed summary")
 
     @staticmethod
     def run(args) -> int:
@@ -44,8 +48,8 @@ class ReportCommand:
 
         try:
             paths = build_report(args.runs, out, _pairs(args.baseline_single), paired_ref=args.paired_ref,
-                                 paired_interval=args.paired_interval)
-        except UnknownReference as e:  # the message lists the strategies to choose from
+                                 paired_interval=args.paired_interval, conclusion=args.conclusion)
+        except (UnknownReference, FileNotFoundError) as e:  # the message says what to choose or give
             raise SystemExit(str(e)) from None
         print(f"report: {paths['html']}\nmarkdown: {paths['markdown']}")
         return 0

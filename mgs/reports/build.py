@@ -2,7 +2,8 @@
 and a markdown file with the PNGs beside it, from run directories only.
 
 Sections, in order (a section with nothing to show says so instead of disappearing, so readers know it was looked
-for): runs, strategies x benchmarks (mean ± std over seeds), paired differences on the same prompts (each strategy
+for): summary (the findings in sentences, `mgs.reports.summary`), the author's conclusion (only with a conclusion
+file), runs, strategies x benchmarks (mean ± std over seeds), paired differences on the same prompts (each strategy
 minus a reference, over the per-prompt scores files), per-domain reward, gradient cosine (whole model and per
 group type), conflict rate by layer and module type, gradient-norm ratio, entropy and response length, interference
 summary, forgetting and rigidity (sequential runs), time and memory per strategy.
@@ -21,9 +22,10 @@ from typing import Any, Sequence
 
 from mgs.diagnostics import conflict, sequential
 from mgs.diagnostics.rundir import RunDir
-from mgs.reports import paired, plots, tables
+from mgs.reports import paired, plots, summary, tables
 
 SECTIONS = (
+    "Summary",
     "Runs",
     "Strategies x benchmarks",
     "Paired differences",
@@ -125,13 +127,13 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
         if not sequential.is_sequential(run):
             continue
         relevant = {d: r for d, r in single.items() if d in {x for st in sequential.stages(run) for x in st.domains}}
-        summary = sequential.sequential_summary(run, relevant)
-        data["sequential"][plots.run_name(run)] = summary
-        fig = plots.sequential_bars(plots.run_name(run), summary["forgetting"], summary["rigidity"])
+        seq_summary = sequential.sequential_summary(run, relevant)
+        data["sequential"][plots.run_name(run)] = seq_summary
+        fig = plots.sequential_bars(plots.run_name(run), seq_summary["forgetting"], seq_summary["rigidity"])
         rows = [[plots.run_name(run), "forgetting", d, stage, f"{v:.1f}"]
-                for d, per in summary["forgetting"].items() for stage, v in per.items()]
+                for d, per in seq_summary["forgetting"].items() for stage, v in per.items()]
         rows += [[plots.run_name(run), "rigidity", d, "single-domain run", f"{v:.1f}"]
-                 for d, v in summary["rigidity"].items()]
+                 for d, v in seq_summary["rigidity"].items()]
         if rows:
             s_seq.tables.append((["run", "measure", "domain", "compared with", "points lost"], rows))
         if fig is not None:
@@ -152,7 +154,13 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
                            "surgery share (surgery s / step s) is the MGS overhead of the update itself.")
     else:
         s_cost.text.append("No time/* or mem/* metrics logged.")
-    return [s_runs, s_main, s_paired, s_reward, s_cos, s_heat, s_ratio, s_ent, s_int, s_seq, s_cost], data
+    s_summary = Section("Summary")
+    lines = summary.findings(data)
+    s_summary.text += [f"- {line}." for line in lines] if lines else ["No evaluated runs to summarise."]
+    if lines and data.get("paired"):
+        s_summary.text.append("Differences are paired over the same prompts (section \"Paired differences\"); a "
+                              "difference is called only where its 95% interval excludes 0.")
+    return [s_summary, s_runs, s_main, s_paired, s_reward, s_cos, s_heat, s_ratio, s_ent, s_int, s_seq, s_cost], data
 
 
 def _paired_section(runs: Sequence[RunDir], ref: str | None, interval: str, data: dict[str, Any]) -> Section:
@@ -262,17 +270,26 @@ _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}ta
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
                  baseline_single: dict[str, str | Path] | None = None, paired_ref: str | None = None,
-                 paired_interval: str = "normal") -> dict[str, Path]:
+                 paired_interval: str = "normal", conclusion: str | Path | None = None) -> dict[str, Path]:
     """Write `out_dir/report.html`, `out_dir/report.md` (+ PNGs) and `out_dir/report.json` (the numbers shown).
     `paired_ref`: the strategy label the paired differences are taken against (default `mixed`, else the first);
-    `paired_interval`: a name in `mgs.reports.paired.INTERVALS` (normal, bootstrap)."""
+    `paired_interval`: a name in `mgs.reports.paired.INTERVALS` (normal, bootstrap); `conclusion`: a markdown
+    file of the author's conclusion, shown as the "Conclusion" section after the summary (paragraphs verbatim)."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
+    conclusion_text = None
+    if conclusion is not None:
+        path = Path(conclusion)
+        if not path.is_file():
+            raise FileNotFoundError(f"conclusion file {path} not found: give a markdown file, or leave --conclusion out")
+        conclusion_text = path.read_text().strip()
     runs = [RunDir(Path(p)) for p in run_dirs]
     single = {d: RunDir(Path(p)) for d, p in (baseline_single or {}).items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections, data = _sections(runs, single, paired_ref, paired_interval)
+    if conclusion_text:
+        sections.insert(1, Section("Conclusion", text=[p.strip() for p in conclusion_text.split("\n\n") if p.strip()]))
     title = "MGS report: " + ", ".join(plots.run_name(r) for r in runs)
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]

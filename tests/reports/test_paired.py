@@ -139,6 +139,26 @@ def test_report_paired_section_matches_hand_computed_differences(tmp_path):
                          f"[{per['gsm8k']['low']:+.2f}, {per['gsm8k']['high']:+.2f}]", "yes"]
     assert f"| {label} | mixed | Total (gsm8k, ifeval) |" in md and "sequential" in md.split("## Paired")[1]
 
+    # the summary opens the page and states the same Total difference, interval and verdict as the table
+    summary = md.split("## Summary")[1].split("\n## ")[0]
+    assert md.index("## Summary") < md.index("## Runs")
+    total = per["Total"]
+    verdict = ("ahead of mixed" if total["mean"] > 0 else "behind mixed") if total["excludes_zero"] else \
+        "no difference from mixed resolved"
+    assert (f"- {label} - mixed: Total {total['mean']:+.2f} points, 95% interval [{total['low']:+.2f}, "
+            f"{total['high']:+.2f}] over {total['n']} prompts: {verdict}") in summary
+    assert f"gsm8k {per['gsm8k']['mean']:+.2f} [{per['gsm8k']['low']:+.2f}, {per['gsm8k']['high']:+.2f}]" in summary
+
+    # the author's conclusion comes verbatim after the summary; a missing file fails before anything is built
+    (tmp_path / "conclusion.md").write_text("**Held:** global beats mixed on gsm8k.\n\nSecond paragraph.\n")
+    assert main(["report", *map(str, runs), "--out", str(out), "--conclusion", str(tmp_path / "conclusion.md")]) == 0
+    md = (out / "report.md").read_text()
+    assert md.index("## Summary") < md.index("## Conclusion") < md.index("## Runs")
+    assert "**Held:** global beats mixed on gsm8k.\n\nSecond paragraph." in md
+    with pytest.raises(SystemExit, match="conclusion file .* not found"):
+        main(["report", *map(str, runs), "--out", str(tmp_path / "r2"), "--conclusion", str(tmp_path / "nope.md")])
+    assert not (tmp_path / "r2").exists()
+
     # another reference, the bootstrap interval, and an unknown reference fails with the list of strategies
     assert main(["report", str(runs[0]), str(runs[2]), "--out", str(out)]) == 0  # mixed seeds only
     assert "Needs evaluations of at least two strategies" in (out / "report.md").read_text()
