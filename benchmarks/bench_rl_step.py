@@ -205,8 +205,9 @@ def math_reward_for_trl(domain, samples_by_uid: dict[str, Any], stats: dict[str,
         stats["completions"] += len(texts)
         stats["completion_tokens"] += sum(len(ids) for ids in completion_ids) if completion_ids is not None else 0
         # A reward that can't score returns None. Our trainer leaves such a sample out of its group; TRL turns a
-        # sample that no reward function scores into NaN, and NaN advantages made the weights NaN (H200,
-        # 2026-12-01: generation failed at step 6). So TRL gets the domain's lowest score for it, counted.
+        # sample that no reward function scores into NaN, and NaN advantages would make the weights NaN. So TRL
+        # gets the domain's lowest score for it, counted. (Not the cause of TRL's failed step-6 generation on the
+        # H200 on 2026-12-01: that run counted 0 unscored.)
         unscored = sum(r.score is None for r in results)
         stats["unscored"] += unscored
         return [float(getattr(domain, "min_score", 0.0)) if r.score is None else r.score for r in results]

@@ -62,12 +62,11 @@ def paired_lines(paired: dict[str, Any]) -> list[str]:
 def conflict_line(interference: dict[str, dict[str, dict[str, float]]]) -> str | None:
     """The range, over runs and domain pairs, of the mean whole-model gradient cosine and of the fraction of
     steps on which it was negative."""
-    cos = [p["cos_mean"] for run in interference.values() for p in run.values()
-           if p.get("cos_mean") is not None and math.isfinite(p["cos_mean"])]
-    neg = [p["cos_neg_frac"] for run in interference.values() for p in run.values()
-           if p.get("cos_neg_frac") is not None and math.isfinite(p["cos_neg_frac"])]
-    if not cos:
+    pairs = [(p.get("cos_mean"), p.get("cos_neg_frac")) for run in interference.values() for p in run.values()]
+    pairs = [(c, n) for c, n in pairs if c is not None and n is not None and math.isfinite(c) and math.isfinite(n)]
+    if not pairs:
         return None
+    cos, neg = [c for c, _ in pairs], [n for _, n in pairs]
     return (f"gradient conflict: the mean whole-model cosine between two domains' gradients ranges "
             f"{min(cos):+.3f} to {max(cos):+.3f} over {len(cos)} (run, domain pair) combinations, negative on "
             f"{100 * min(neg):.0f}-{100 * max(neg):.0f}% of the steps")
