@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-model", action="store_true", help="skip the checks that load the policy")
     ap.add_argument("--device", default="cuda",
                     help="cpu: only the packed-forward comparison, exact path, float32 (a smoke test of this script)")
+    ap.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                    help="policy dtype of the packed-forward check (default: bfloat16 on CUDA, float32 on CPU)")
     args = ap.parse_args(argv)
     on_cuda = args.device.startswith("cuda")
     if on_cuda and not torch.cuda.is_available():
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         check("surgery Triton kernels vs float64 torch")(surgery_kernels)
     if not args.skip_model:
         try:
-            pairs = packed_forward(args.model, args.device, "bfloat16" if on_cuda else "float32")
+            pairs = packed_forward(args.model, args.device, args.dtype or ("bfloat16" if on_cuda else "float32"))
         except Exception as error:
             traceback.print_exc()
             RESULTS.append(("load policy", False, f"{type(error).__name__}: {error}"))
