@@ -149,6 +149,11 @@ def paired_comparisons(scores: Mapping[str, Sequence[Mapping[str, Any] | None]],
     return out
 
 
+def interval_text(d: Mapping[str, Any]) -> str:
+    """A difference's 95% interval as shown in the table and the report's summary: "[-1.16, +0.34]" (points)."""
+    return f"[{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
 def paired_rows(result: Mapping[str, Any], proxies: Sequence[str] = ()) -> tuple[list[str], list[list[str]]]:
     """The markdown/HTML table of `paired_comparisons`: one row per strategy and set, then its Total."""
     header = ["strategy", "vs", "set", "n prompts", "mean diff (pts)", "stderr", "95% interval", "excludes 0"]
@@ -159,5 +164,5 @@ def paired_rows(result: Mapping[str, Any], proxies: Sequence[str] = ()) -> tuple
             if name == "Total":
                 shown = "Total (" + ", ".join(result["total_sets"][label]) + ")"
             rows.append([label, result["reference"], shown, str(d["n"]), f"{d['mean']:+.2f}", f"{d['stderr']:.2f}",
-                         f"[{d['low']:+.2f}, {d['high']:+.2f}]", "yes" if d["excludes_zero"] else "no"])
+                         interval_text(d), "yes" if d["excludes_zero"] else "no"])
     return header, rows

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mgs.reports.paired import interval_text
+
 TOTAL = "Total"
 
 
@@ -49,10 +51,10 @@ def paired_lines(paired: dict[str, Any]) -> list[str]:
             else:
                 verdict = f"no difference from {ref} resolved"
             parts.append(f"{label} - {ref}: Total {_pts(total['mean'])} points, 95% interval "
-                         f"[{_pts(total['low'])}, {_pts(total['high'])}] over {total['n']} prompts: {verdict}")
+                         f"{interval_text(total)} over {total['n']} prompts: {verdict}")
         else:
             parts.append(f"{label} - {ref}: no Total (no in-Total set with per-prompt scores in both)")
-        clear = [f"{name} {_pts(c['mean'])} [{_pts(c['low'])}, {_pts(c['high'])}]"
+        clear = [f"{name} {_pts(c['mean'])} {interval_text(c)}"
                  for name, c in sets.items() if name != TOTAL and c["excludes_zero"]]
         parts.append("sets whose interval excludes 0: " + ("; ".join(clear) if clear else "none"))
         lines.append("; ".join(parts))
