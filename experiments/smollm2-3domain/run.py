@@ -50,7 +50,7 @@ BATCH_STRATEGIES: dict[str, list[str]] = {
     "mgs-module": ["strategy.name=mgs", "surgery.granularity=module", "surgery.method=pcgrad"],
     "mgs-tensor": ["strategy.name=mgs", "surgery.granularity=tensor", "surgery.method=pcgrad"],
 }
-RESULT_FILES = ("config.yaml", "metrics.jsonl", "summary.json")  # + eval/*.json (scores too) and surgery/*.json
+RESULT_FILES = ("config.yaml", "metrics.jsonl", "summary.json")  # + eval/*.json (scores too) and surgery.jsonl.gz
 
 
 # --------------------------------------------------------------------------------------------- the matrix
@@ -282,6 +282,8 @@ def collect(spec: RunSpec, keep_checkpoints: bool = False) -> None:
     checkpoints unless asked to keep them. eval/*.json includes each eval's `<tag>.scores.json` (per-prompt
     headline scores, one float per prompt: what `mgs report`'s paired differences need), not the large
     `<tag>.records.jsonl` (responses)."""
+    from mgs.diagnostics.rundir import SURGERY_PACK, pack_surgery
+
     src, dst = spec.run_dir, spec.result_dir
     if dst.exists():
         shutil.rmtree(dst)
@@ -289,8 +291,8 @@ def collect(spec: RunSpec, keep_checkpoints: bool = False) -> None:
     for name in RESULT_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
-    if (src / "surgery").is_dir():
-        shutil.copytree(src / "surgery", dst / "surgery")
+    if (src / "surgery").is_dir():  # one lossless gzip file (~8x smaller): the results live in the repository
+        pack_surgery(src / "surgery", dst / SURGERY_PACK)
     evals = sorted((src / "eval").glob("*.json")) if (src / "eval").is_dir() else []
     for p in sorted(evals, key=lambda p: p == spec.run_marker):
         shutil.copy2(p, dst / "eval" / p.name)

@@ -4,10 +4,15 @@ Diagnostics, `mgs eval RUN_DIR` and `mgs report` read runs only through `RunDir`
 run written on a GPU box can be analysed anywhere. Files that a run may legitimately lack (no surgery stats for a
 plain sequential run, no eval when eval was off) read as empty; a missing `metrics.jsonl` or `config.yaml` is an
 error that says which directory was expected.
+
+Surgery stats are `surgery/step_<n>.json` as the trainer writes them, or the same objects one per line in
+`surgery.jsonl.gz` (`pack_surgery`): at tensor granularity a 30-step run writes ~8 MB of JSON that gzip takes to
+~1 MB losslessly, which is what an experiment keeps in the repository.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -19,6 +24,7 @@ from typing import Any, Iterator
 import yaml
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.(json|pt)$")
+SURGERY_PACK = "surgery.jsonl.gz"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -43,6 +49,25 @@ def _step_files(folder: Path, suffix: str) -> list[tuple[int, Path]]:
         if m and m.group(2) == suffix:
             out.append((int(m.group(1)), p))
     return sorted(out)
+
+
+def pack_surgery(folder: Path, out_file: Path) -> int:
+    """Write the `step_<n>.json` files of `folder` into one gzip JSON-lines file, in step order; each object gets
+    its step as "step" (the trainer's stats already carry it). Returns the number of steps written."""
+    steps = _step_files(Path(folder), "json")
+    with gzip.open(out_file, "wt", encoding="utf-8") as f:
+        for step, path in steps:
+            payload = json.loads(path.read_text())
+            if payload.setdefault("step", step) != step:
+                raise ValueError(f"{path} says step {payload['step']}, its name says {step}")
+            f.write(json.dumps(payload, separators=(",", ":")) + "\n")
+    return len(steps)
+
+
+def _read_surgery_pack(path: Path) -> dict[int, dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {int(r["step"]): r for r in rows}
 
 
 @dataclass
@@ -154,15 +179,35 @@ class RunDir:
         return out
 
     # --- surgery stats / saved gradients --------------------------------------------------------------------
+    def _surgery_packed(self) -> dict[int, dict[str, Any]] | None:
+        """All steps of `surgery.jsonl.gz` when the run has that instead of a `surgery/` folder, else None."""
+        if (self.path / "surgery").is_dir() or not (self.path / SURGERY_PACK).is_file():
+            return None
+        if not self._surgery_cache:
+            self._surgery_cache.update(_read_surgery_pack(self.path / SURGERY_PACK))
+        return self._surgery_cache
+
     def surgery_steps(self) -> list[int]:
+        packed = self._surgery_packed()
+        if packed is not None:
+            return sorted(packed)
         return [s for s, _ in _step_files(self.path / "surgery", "json")]
 
     def surgery(self, step: int) -> dict[str, Any]:
+        packed = self._surgery_packed()
+        if packed is not None:
+            if step not in packed:
+                raise KeyError(f"{self.path / SURGERY_PACK} has no step {step}; it has {sorted(packed)}")
+            return packed[step]
         if step not in self._surgery_cache:
             self._surgery_cache[step] = json.loads((self.path / "surgery" / f"step_{step:06d}.json").read_text())
         return self._surgery_cache[step]
 
     def iter_surgery(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        packed = self._surgery_packed()
+        if packed is not None:
+            yield from sorted(packed.items())
+            return
         for step, path in _step_files(self.path / "surgery", "json"):
             yield step, json.loads(path.read_text())
 

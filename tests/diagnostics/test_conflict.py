@@ -71,3 +71,24 @@ def test_tensor_groups_land_in_their_module_cells():
     assert cells["model.embed_tokens.weight"] == ("embed", "all")
     assert cells["model.norm.weight"] == ("head", "all")
     assert cells["layers.3.mlp"] == ("layer 3", "mlp")
+
+
+def test_packed_surgery_reads_the_same_as_the_step_files(tmp_path):
+    """`pack_surgery` (what an experiment keeps in the repository) loses nothing: a run with only
+    surgery.jsonl.gz gives the same steps, objects and conflict rows as the one with surgery/step_*.json."""
+    import shutil
+
+    from mgs.diagnostics.rundir import SURGERY_PACK, pack_surgery
+
+    loose = RunDir(write_fixture_run(tmp_path / "loose", steps=3, granularity="tensor"))
+    packed_dir = tmp_path / "packed"
+    shutil.copytree(loose.path, packed_dir)
+    assert pack_surgery(packed_dir / "surgery", packed_dir / SURGERY_PACK) == 3
+    shutil.rmtree(packed_dir / "surgery")
+    packed = RunDir(packed_dir)
+    assert packed.surgery_steps() == loose.surgery_steps() == [1, 2, 3]
+    assert list(packed.iter_surgery()) == list(loose.iter_surgery())
+    assert packed.surgery(2) == loose.surgery(2)
+    assert group_rows(packed) == group_rows(loose)
+    with pytest.raises(KeyError, match="no step 9"):
+        packed.surgery(9)

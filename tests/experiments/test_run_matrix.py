@@ -189,7 +189,11 @@ def test_end_to_end_on_cpu_train_eval_collect_report(launcher, tmp_path, capsys,
                 "eval/bench.scores.json"} <= files  # per-prompt scores survive collect, for paired comparisons
         assert not any(f.startswith("checkpoints") or f.endswith(".records.jsonl") for f in files)
         assert not (tmp_path / "runs" / run / "checkpoints").exists()  # dropped once evaluated
-    assert any(f.name.startswith("step_") for f in (results / "mixed-s0" / "surgery").iterdir())  # monitor stats
+    # monitor stats: packed into one file, which reads back as every step the trainer wrote
+    from mgs.diagnostics import RunDir
+
+    assert not (results / "mixed-s0" / "surgery").exists() and (results / "mixed-s0" / "surgery.jsonl.gz").is_file()
+    assert RunDir(results / "mixed-s0").surgery_steps() == RunDir(tmp_path / "runs" / "mixed-s0").surgery_steps() != []
     stage_files = sorted(p.name for p in (results / "seq-a-s0" / "eval").glob("stage_*.json")
                          if not p.name.endswith(".scores.json"))
     assert stage_files == ["stage_1_math.json", "stage_2_ifeval.json", "stage_3_chat.json"]
