@@ -8,6 +8,10 @@ changing them:
    path, each against an fp32 padded reference of the same weights, on one rollout-like batch, eager and compiled,
    and the gradient norm of a loss on each: packing must add no error beyond the padded path's bf16 round-off.
 3. surgery kernels: Triton Gramians and combine on SmolLM2-shaped bf16 stacked buffers against float64 torch.
+4. no host sync in a training micro-batch: `mgs.rl.step.micro_batch_loss` + backward (padded and packed, eager and
+   compiled, after one warm-up) under `torch.cuda.set_sync_debug_mode("error")`: any operation that makes the host
+   wait for the GPU (`.item()`, `nonzero`, a pageable copy) raises and names itself. Each such wait keeps the host
+   from queueing the next kernels while the GPU works, which cost ~60 ms per micro-batch on an H200.
 
     python benchmarks/check_cuda.py [--model smollm2-135m-instruct] [--skip-model]
 
@@ -121,8 +125,36 @@ def packed_forward(model_name: str, device: str = "cuda", dtype: str = "bfloat16
                     f"packed {pk_mean:.2e} / padded {pad_mean:.2e}, max {pk_max:.2e} / {pad_max:.2e}, grad-norm rel "
                     f"err {pk_g:.2e} / {pad_g:.2e} (packed <= 1.5 x padded + floor)")
 
-    return [("packed vs padded token_logprobs, eager", lambda: compare(False)),
-            ("packed vs padded token_logprobs, compiled", lambda: compare(True))]
+    def no_sync() -> tuple[bool, str]:
+        from mgs.rl.step import StepSettings, TrainSample, micro_batch_loss
+
+        samples = [TrainSample("d", list(c.prompt_ids), list(c.completion_ids), advantage=(-1.0) ** i)
+                   for i, c in enumerate(comps)]
+        pad = policy.tokenizer.pad_token_id or 0
+        found = []
+        for pack, compile in itertools.product((False, True), (False, True)):
+            settings = StepSettings(pack=pack, compile=compile)
+            for mode in ("default", "error"):  # the first call warms up (compilation may sync), the second is checked
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode(mode)
+                try:
+                    loss, _ = micro_batch_loss(model, samples, settings, pad, 1000.0)
+                    loss.backward()
+                except RuntimeError as error:
+                    found.append(f"pack={pack} compile={compile}: {str(error).splitlines()[0]}")
+                    break
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+                    model.zero_grad(set_to_none=True)
+        if found:
+            return False, "; ".join(found)
+        return True, "padded and packed, eager and compiled: forward + backward of 48 samples without a host sync"
+
+    checks = [("packed vs padded token_logprobs, eager", lambda: compare(False)),
+              ("packed vs padded token_logprobs, compiled", lambda: compare(True))]
+    if device.startswith("cuda"):
+        checks.append(("no host sync in a training micro-batch", no_sync))
+    return checks
 
 
 def surgery_kernels() -> tuple[bool, str]:

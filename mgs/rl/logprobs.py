@@ -5,6 +5,11 @@ that is the largest tensor of an RL step. Here the transformer body runs once, t
 positions go through the LM head, in chunks of `chunk_tokens` tokens, each chunk reduced to (logp, entropy) with
 a float32 logsumexp. Under autograd each chunk is checkpointed, so backward recomputes its logits instead of
 keeping them. `build_batch` turns `Completion`s into right-padded (prompt + completion) tensors, sorted by length.
+
+Where the tokens sit (`_layout`) is worked out on the CPU, from the CPU batch, and uploaded to the model's device
+in one non-blocking copy from pinned memory: deriving it on the GPU (nonzero, masks, .max()) and copying pageable
+tensors each block the host until the GPU catches up, ~12 times per micro-batch, which on an H200 left the GPU
+idle for ~60 ms of every micro-batch of a 135M model (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ def _body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Mo
             "get_output_embeddings); token_logprobs needs an HF causal LM"
         )
     return body, head
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model computes (its first parameter's device; a DTensor reports its local device)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _wrapped(model: torch.nn.Module) -> bool:
@@ -96,34 +107,106 @@ def _body_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
     return None if torch.equal(attention_mask.bool(), prefix) else attention_mask
 
 
-def _packed_body(body: torch.nn.Module, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The body on right-padded rows [B, T] packed into one row: real tokens concatenated in row order [1, N],
-    position ids restarting at 0 per row, attention kept within each row (mgs.rl.attention's packed kwargs, no
-    mask built). Returns (hidden [1, N, H], offsets [B]: where row b starts in the packed row; token t of row b
-    is packed position offsets[b] + t)."""
+@dataclass
+class _Layout:
+    """Where the completion tokens of right-padded rows [B, T] sit, as device tensors plus host-side sizes.
+
+    Tc: completion columns (T - min start); b_idx, j_idx [N]: row and column of each real completion token in the
+    [B, Tc] output; pos [N]: its position in its row; targets [N]: the token. Padded body: input_ids, and mask
+    (None when causal attention alone is exact: `_body_mask`). Packed body: flat_ids, positions [1, M] (real
+    tokens concatenated row by row), hidden_idx [N] (the packed position that predicts each target), cu_seqlens
+    [S+1] int32, max_len."""
+
+    Tc: int
+    b_idx: torch.Tensor
+    j_idx: torch.Tensor
+    pos: torch.Tensor
+    targets: torch.Tensor
+    input_ids: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    flat_ids: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    hidden_idx: torch.Tensor | None = None
+    cu_seqlens: torch.Tensor | None = None
+    max_len: int = 0
+
+
+def upload(tensors: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """CPU tensors -> the same on `device` in one non-blocking copy from pinned memory (per dtype), which does not
+    wait for the GPU (a plain `.to(device)` of pageable memory synchronises the stream). CPU device: unchanged."""
+    if torch.device(device).type == "cpu" or not tensors:
+        return list(tensors)
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for dtype, idx in by_dtype.items():
+        flat = torch.cat([tensors[i].reshape(-1) for i in idx])
+        on_device = flat.pin_memory().to(device, non_blocking=True)
+        offset = 0
+        for i in idx:
+            n = tensors[i].numel()
+            out[i] = on_device[offset : offset + n].view(tensors[i].shape)
+            offset += n
+    return out  # type: ignore[return-value]
+
+
+def _layout(input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int | torch.Tensor, *, packed: bool,
+            device: torch.device) -> _Layout:
+    """The token layout, computed on the CPU (the inputs are moved there first if they are not: one sync) and
+    uploaded in one go (`upload`)."""
+    input_ids, attention_mask = input_ids.cpu(), attention_mask.cpu()
+    B, T = input_ids.shape
+    start_b = torch.full((B,), int(start), dtype=torch.long) if not torch.is_tensor(start) else start.cpu().long()
+    if start_b.shape != (B,) or int(start_b.min()) < 1 or int(start_b.max()) > T:
+        raise ValueError(f"start must be an int or [B] tensor with 1 <= start <= T={T}, got {start}")
+    Tc = T - int(start_b.min())
+    # target (b, j) is token start[b] + j, predicted from the position one earlier
+    cols = start_b[:, None] + torch.arange(Tc)[None, :]  # [B, Tc]
+    in_range = cols < T
+    cols_c = cols.clamp(max=T - 1)
+    valid = in_range & attention_mask.gather(1, cols_c).bool()  # [B, Tc]
+    b_idx, j_idx = valid.nonzero(as_tuple=True)
+    pos = cols[b_idx, j_idx]
+    targets = input_ids[b_idx, pos]  # [N]
+    if not packed:
+        mask = _body_mask(attention_mask)
+        extra = [input_ids] + ([mask] if mask is not None else [])
+        b_idx, j_idx, pos, targets, *rest = upload([b_idx, j_idx, pos, targets, *extra], device)
+        return _Layout(Tc, b_idx, j_idx, pos, targets, input_ids=rest[0], mask=rest[1] if len(rest) > 1 else None)
+    if _body_mask(attention_mask) is not None:
+        raise ValueError("packed token_logprobs needs right-padded rows (ones, then zeros); build them with build_batch")
+    lengths = attention_mask.sum(dim=1)  # [B]
+    offsets = torch.cumsum(lengths, 0) - lengths  # where row b starts in the packed row
+    real = attention_mask.bool()
+    flat_ids = input_ids[real][None]  # [1, M], row-major: row 0's tokens, then row 1's, ...
+    positions = torch.arange(T).expand_as(input_ids)[real][None]
+    kept = lengths[lengths > 0]  # empty rows take no place in the packed row
+    cu_seqlens = torch.nn.functional.pad(torch.cumsum(kept, 0), (1, 0)).to(torch.int32)  # [S+1]
+    hidden_idx = offsets[b_idx] + pos - 1  # [N]
+    max_len = int(lengths.max())
+    b_idx, j_idx, pos, targets, flat_ids, positions, hidden_idx, cu_seqlens = upload(
+        [b_idx, j_idx, pos, targets, flat_ids, positions, hidden_idx, cu_seqlens], device)
+    return _Layout(Tc, b_idx, j_idx, pos, targets, flat_ids=flat_ids, positions=positions, hidden_idx=hidden_idx,
+                   cu_seqlens=cu_seqlens, max_len=max_len)
+
+
+def _packed_body(body: torch.nn.Module, layout: _Layout) -> torch.Tensor:
+    """The body on the real tokens of right-padded rows packed into one row [1, M] (`_layout`), position ids
+    restarting at 0 per row, attention kept within each row (mgs.rl.attention's packed kwargs, no mask built).
+    Returns hidden [1, M, H]."""
     from mgs.rl.attention import IMPLEMENTATION, PACKED_KWARGS, packed_max_len, packing, varlen_kernel_applies
 
     impl = getattr(getattr(body, "config", None), "_attn_implementation", None)
     if impl != IMPLEMENTATION:
         raise ValueError(f"packed token_logprobs needs the {IMPLEMENTATION!r} attention (mgs.rl.attention."
                          f"use_gqa_decode; load_policy sets it), this model uses {impl!r}: set train.pack=off")
-    if _body_mask(attention_mask) is not None:
-        raise ValueError("packed token_logprobs needs right-padded rows (ones, then zeros); build them with build_batch")
-    lengths = attention_mask.sum(dim=1)  # [B]
-    offsets = torch.cumsum(lengths, 0) - lengths
-    real = attention_mask.bool()
-    flat_ids = input_ids[real][None]  # [1, N], row-major: row 0's tokens, then row 1's, ...
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)[real][None]
-    kept = lengths[lengths > 0]  # empty rows take no place in the packed row
-    cu_seqlens = torch.nn.functional.pad(torch.cumsum(kept, 0), (1, 0)).to(torch.int32)  # [S+1]
     weight = body.get_input_embeddings().weight  # the layers' dtype (varlen kernel: CUDA fp16/bf16 only)
     kernel = varlen_kernel_applies(weight.device, weight.dtype)
-    extra = dict(zip(PACKED_KWARGS, (cu_seqlens, packed_max_len(int(lengths.max())), kernel)))
+    extra = dict(zip(PACKED_KWARGS, (layout.cu_seqlens, packed_max_len(layout.max_len), kernel)))
     with packing():
-        hidden = body(input_ids=flat_ids, attention_mask=None, position_ids=positions, use_cache=False,
-                      **extra).last_hidden_state
-    return hidden, offsets
+        return body(input_ids=layout.flat_ids, attention_mask=None, position_ids=layout.positions, use_cache=False,
+                    **extra).last_hidden_state
 
 
 def _chunk_logp_entropy(
@@ -164,7 +247,8 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each token from position `start` on, given the tokens before it.
 
-    input_ids, attention_mask [B, T]: right-padded sequences (prompt + completion).
+    input_ids, attention_mask [B, T]: right-padded sequences (prompt + completion), best on the CPU: the token
+    layout is worked out there and uploaded without a host sync (on the model's device they are copied back first).
     start: int (same completion start for every row) or LongTensor [B] (per-row start = prompt length).
     Returns logp [B, Tc] float32 (float64 for a float64 model) with Tc = T - min(start); column j of row b is the token at position start[b] + j;
     positions past the row's end or on padding are 0. entropy [B, Tc] (of the next-token distribution at the same
@@ -187,27 +271,20 @@ def token_logprobs(
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be [B, T]")
     if chunk_tokens <= 0:
         raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
-    B, T = input_ids.shape
-    device = input_ids.device
-    start_b = (torch.full((B,), int(start), dtype=torch.long) if not torch.is_tensor(start) else start.long()).to(device)
-    if start_b.shape != (B,) or int(start_b.min()) < 1 or int(start_b.max()) > T:
-        raise ValueError(f"start must be an int or [B] tensor with 1 <= start <= T={T}, got {start}")
-    Tc = T - int(start_b.min())
-
-    # target (b, j) is token start[b] + j, predicted from the position one earlier
-    cols = start_b[:, None] + torch.arange(Tc, device=device)[None, :]  # [B, Tc]
-    in_range = cols < T
-    cols_c = cols.clamp(max=T - 1)
-    valid = in_range & attention_mask.gather(1, cols_c).bool()  # [B, Tc]
-    b_idx, j_idx = valid.nonzero(as_tuple=True)
-    pos = cols[b_idx, j_idx]
-    targets = input_ids[b_idx, pos]  # [N]
+    B = input_ids.shape[0]
+    device = _model_device(model)
+    use_forward = via_forward if via_forward is not None else _wrapped(model)
+    if use_forward and packed:
+        packed = False  # DDP / FSDP2 models keep padding
+    lay = _layout(input_ids, attention_mask, start, packed=packed, device=device)
+    Tc, b_idx, j_idx, pos, targets = lay.Tc, lay.b_idx, lay.j_idx, lay.pos, lay.targets
+    T = input_ids.shape[1]
 
     logp_parts, ent_parts = [], []
-    if via_forward if via_forward is not None else _wrapped(model):
+    if use_forward:
         keep = Tc + 1  # logits of positions T-keep .. T-1; the first completion token is predicted at min(start)-1
         logits = model(
-            input_ids=input_ids, attention_mask=_body_mask(attention_mask), use_cache=False, logits_to_keep=keep
+            input_ids=lay.input_ids, attention_mask=lay.mask, use_cache=False, logits_to_keep=keep
         ).logits  # [B, keep, V]
         rows = logits[b_idx, pos - 1 - (T - logits.shape[1])]  # [N, V]
         for s in range(0, rows.shape[0], chunk_tokens):
@@ -219,11 +296,9 @@ def token_logprobs(
         chunk_fn = _compiled_chunk() if compile else _chunk_logp_entropy
         with _compiled_layers(body) if compile else contextlib.nullcontext():
             if packed:
-                hidden, offsets = _packed_body(body, input_ids, attention_mask)
-                h = hidden[0, offsets[b_idx] + pos - 1]  # [N, H]
+                h = _packed_body(body, lay)[0, lay.hidden_idx]  # [N, H]
             else:
-                hidden = body(input_ids=input_ids, attention_mask=_body_mask(attention_mask),
-                              use_cache=False).last_hidden_state
+                hidden = body(input_ids=lay.input_ids, attention_mask=lay.mask, use_cache=False).last_hidden_state
                 h = hidden[b_idx, pos - 1]  # [N, H]
         weight, bias = head.weight, getattr(head, "bias", None)
         use_ckpt = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)

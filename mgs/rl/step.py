@@ -131,42 +131,43 @@ class StepOutcome:
     domain_grads: dict[str, dict[str, torch.Tensor]] | None = None  # CPU copies, only when asked
 
 
-def _batch(samples: Sequence[TrainSample], pad_id: int, device: torch.device):
-    """mgs.rl.logprobs.build_batch in the samples' own order: right-padded rows, per-row completion start."""
+def _batch(samples: Sequence[TrainSample], pad_id: int):
+    """mgs.rl.logprobs.build_batch in the samples' own order: right-padded rows, per-row completion start. On the
+    CPU: token_logprobs works out the token layout there and uploads it without a host sync."""
     from mgs.rl.logprobs import build_batch
 
-    return build_batch(samples, pad_token_id=pad_id, sort_by_length=False).to(device)
+    return build_batch(samples, pad_token_id=pad_id, sort_by_length=False)
 
 
-def _rows(values: Sequence[torch.Tensor], samples: Sequence[TrainSample], width: int,
-          device: torch.device) -> torch.Tensor:
-    """Per-sample completion vectors as a [B, width] tensor aligned with token_logprobs' output (column 0 = first
+def _rows(values: Sequence[torch.Tensor], samples: Sequence[TrainSample], width: int) -> torch.Tensor:
+    """Per-sample completion vectors as a [B, width] CPU tensor aligned with token_logprobs' output (column 0 = first
     completion token)."""
-    out = torch.zeros((len(samples), width), dtype=torch.float32, device=device)
+    out = torch.zeros((len(samples), width), dtype=torch.float32)
     for b, (s, v) in enumerate(zip(samples, values)):
-        out[b, : len(s.completion_ids)] = torch.as_tensor(v, dtype=torch.float32, device=device)
+        out[b, : len(s.completion_ids)] = torch.as_tensor(v, dtype=torch.float32).cpu()
     return out
 
 
 def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], settings: StepSettings, pad_id: int,
                      denominator: float):
-    """Forward one micro-batch; returns (loss_sum / denominator, LossTerms)."""
-    from mgs.rl.logprobs import token_logprobs
+    """Forward one micro-batch; returns (loss_sum / denominator, LossTerms). Everything it sends to the device goes
+    in non-blocking copies from pinned memory (`mgs.rl.logprobs.upload`), so the host can queue the next
+    micro-batch while the GPU works on this one."""
+    from mgs.rl.logprobs import token_logprobs, upload
 
     device = next(model.parameters()).device
-    batch = _batch(samples, pad_id, device)
+    batch = _batch(samples, pad_id)
     logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
                                    temperature=settings.temperature, entropy_grad=bool(settings.entropy_coef),
                                    compile=settings.compile, packed=settings.pack)
-    mask = batch.completion_mask
-    adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device)
-    ref = None
+    host = [batch.completion_mask, torch.tensor([s.advantage for s in samples], dtype=torch.float32)]
     if settings.kl_coef:
         if any(s.ref_logp is None for s in samples):
             raise ValueError("kl_coef != 0 needs reference log-probs on every sample (TrainSample.ref_logp)")
-        ref = _rows([s.ref_logp for s in samples], samples, logp.shape[1], device)
-    terms = grpo_loss_terms(logp, mask, adv, ref_logp=ref, entropy=entropy, clip_eps=settings.clip_eps,
-                            dual_clip=settings.dual_clip, kl_coef=settings.kl_coef,
+        host.append(_rows([s.ref_logp for s in samples], samples, logp.shape[1]))
+    mask, adv, *ref = upload(host, device)
+    terms = grpo_loss_terms(logp, mask, adv, ref_logp=ref[0] if ref else None, entropy=entropy,
+                            clip_eps=settings.clip_eps, dual_clip=settings.dual_clip, kl_coef=settings.kl_coef,
                             entropy_coef=settings.entropy_coef)
     return terms.loss_sum / denominator, terms
 
@@ -181,7 +182,6 @@ def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], p
     padding-free forwards, `max_tokens` then counts real tokens (as the training step with StepSettings.pack)."""
     from mgs.rl.logprobs import plan_micro_batches, plan_packed_micro_batches, token_logprobs
 
-    device = next(model.parameters()).device
     if max_tokens:
         planner = plan_packed_micro_batches if packed else plan_micro_batches
         groups = planner([len(s.prompt_ids) + len(s.completion_ids) for s in samples], max_tokens)
@@ -190,7 +190,7 @@ def reference_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], p
     out: list[torch.Tensor | None] = [None] * len(samples)
     for group in groups:
         chunk = [samples[i] for i in group]
-        batch = _batch(chunk, pad_id, device)
+        batch = _batch(chunk, pad_id)
         logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
                                  return_entropy=False, temperature=temperature, packed=packed)
         for b, (i, s) in enumerate(zip(group, chunk)):
