@@ -233,7 +233,8 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     if n_completions % batch:
         raise SystemExit(f"TRL batch {batch} must divide prompts x samples = {n_completions}")
     accumulation = n_completions // batch
-    stats = {"reward_s": 0.0, "generate_s": 0.0, "completions": 0, "completion_tokens": 0, "unscored": 0}
+    stats = {"reward_s": 0.0, "generate_s": 0.0, "completions": 0, "completion_tokens": 0, "unscored": 0,
+             "skipped": 0}
     on_cuda = args.device.startswith("cuda")
     with tempfile.TemporaryDirectory() as out_dir:
         source = str(getattr(policy.model.config, "_name_or_path", "") or "")
@@ -283,6 +284,17 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
                       flush=True)
                 save_partial(args, "trl", rows, policy.note)
 
+            def on_pre_optimizer_step(self, a, state, control, **kw):
+                # Our trainer skips the optimizer step when the gradient is non-finite (train/skipped); TRL applies
+                # it, and on 2026-12-02 (H200) step 5's NaN gradient made every weight NaN, so step 6's sampling
+                # hit a device assert. Same guard on both sides: drop the gradients (AdamW then leaves every
+                # parameter as it is), count the step as skipped. Costs one norm per parameter, like ours.
+                grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+                if grads and not bool(torch.isfinite(torch.stack([g.float().norm() for g in grads]).sum())):
+                    for p in trainer.model.parameters():
+                        p.grad = None
+                    stats["skipped"] += 1
+
             def on_step_begin(self, a, state, control, **kw):
                 sync(args.device)
                 self.t0 = time.perf_counter()
@@ -298,12 +310,14 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
                     "completions": stats["completions"] - self.before["completions"],
                     "completion_tokens": stats["completion_tokens"] - self.before["completion_tokens"],
                     "unscored": stats["unscored"] - self.before["unscored"],
+                    "skipped": stats["skipped"] - self.before["skipped"],
                 })
                 # after the timed window: are the weights still finite? (on 2026-12-01, H200, TRL's generation
                 # of step 6 failed on a NaN probability twice in a row; this says whether the update caused it)
                 rows[-1]["weights_finite"] = bool(all(torch.isfinite(p).all() for p in trainer.model.parameters()))
                 print(f"[trl] step {step}: {rows[-1]['step_s']:.2f} s (generate {rows[-1]['rollout_s']:.2f}), "
-                      f"{rows[-1]['completion_tokens']} tokens, {rows[-1]['unscored']} unscored, weights finite "
+                      f"{rows[-1]['completion_tokens']} tokens, {rows[-1]['unscored']} unscored, "
+                      f"{'SKIPPED (non-finite gradient), ' if rows[-1]['skipped'] else ''}weights finite "
                       f"{rows[-1]['weights_finite']}", flush=True)
                 for r in rows:
                     r.setdefault("train_s", r["step_s"] - r["rollout_s"] - r["reward_s"])
@@ -352,7 +366,8 @@ def summarize(result: dict[str, Any]) -> dict[str, float]:
     out = {"steps_timed": len(timed), "step_s": step_s, "step_s_min": min(r["step_s"] for r in timed),
            "step_s_max": max(r["step_s"] for r in timed), "completions_per_s": completions / total_s,
            "tokens_per_s": tokens / total_s, "mean_completion_tokens": tokens / max(completions, 1),
-           "peak_mem_gb": result.get("peak_mem_gb")}
+           "peak_mem_gb": result.get("peak_mem_gb"),
+           "skipped_steps": sum(1 for r in timed if r.get("skipped"))}
     for key in ("rollout_s", "reward_s", "train_s", "surgery_s", "optim_s", "other_s"):
         if any(r.get(key) is not None for r in timed):
             out[key] = med(key)
@@ -388,7 +403,9 @@ def launch(args: argparse.Namespace, argv: list[str], side: str, workdir: Path, 
             print(f"== trl: out of memory at per_device_train_batch_size {batch}; retrying with {batch // 2}")
             batch //= 2
             continue
-        if code != 0 and "error" not in result:
+        if code != 0 and result.get("rows") and result.get("partial"):
+            result["timed_out"] = f"exited with code {code} after {len(result['rows'])} steps (see its log above)"
+        elif code != 0 and "error" not in result:
             result["error"] = f"exit code {code}"
         return result
 
@@ -438,7 +455,8 @@ def print_report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -
     cols = [("step_s", "s/step", ".2f"), ("completions_per_s", "compl/s", ".1f"), ("tokens_per_s", "tok/s", ".0f"),
             ("mean_completion_tokens", "mean len", ".1f"), ("peak_mem_gb", "peak GB", ".2f"),
             ("rollout_s", "rollout", ".2f"), ("reward_s", "reward", ".2f"), ("train_s", "train", ".2f"),
-            ("surgery_s", "surgery", ".3f"), ("optim_s", "optim", ".3f"), ("other_s", "other", ".2f")]
+            ("surgery_s", "surgery", ".3f"), ("optim_s", "optim", ".3f"), ("other_s", "other", ".2f"),
+            ("skipped_steps", "skipped", "d")]
     trl_s = (results.get("trl") or {}).get("summary", {}).get("step_s")
     if trl_s:
         for res in results.values():
@@ -460,7 +478,8 @@ def print_report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -
         print(f"speed-up (TRL s/step / ours s/step): {ratio:.2f}x (target >= 3x, stretch 5x)")
     print("columns: medians over the timed steps; rollout = generation, reward = scoring, train = forward+backward "
           "(TRL: everything but generation and reward), surgery / optim = ours only, other = ours' advantages, "
-          "reference log-probs and bookkeeping; vs TRL = TRL s/step / the side's s/step")
+          "reference log-probs and bookkeeping; skipped = timed steps whose gradient was non-finite (both sides "
+          "drop such an update); vs TRL = TRL s/step / the side's s/step")
 
 
 if __name__ == "__main__":
