@@ -166,6 +166,27 @@ def packing():
         _packing = before
 
 
+@contextlib.contextmanager
+def no_packed_sequence_inference():
+    """Inside: transformers does not infer packed sequences from the position ids
+    (`masking_utils.find_packed_sequence_indices`, run on every forward without an attention mask), which reads a
+    device tensor back (`.all()`): a host sync per forward. Our training forwards never need its answer: padded
+    rows get no mask only when every row is right-padded (position ids 0..T-1: the inferred answer is "not packed"),
+    and for packed rows the "mgs_sdpa" mask builder returns None inside `packing()` whatever it is given. Absent
+    in a transformers version: nothing to do (tests/rl/test_step.py's meta-device test notices a new sync)."""
+    from transformers import masking_utils
+
+    before = getattr(masking_utils, "find_packed_sequence_indices", None)
+    if before is None:
+        yield
+        return
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking_utils.find_packed_sequence_indices = before
+
+
 def _mask(*args, **kwargs):
     """transformers' SDPA mask builder, except inside `packing()` (no mask: the packed kwargs carry the layout)."""
     if _packing:

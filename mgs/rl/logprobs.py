@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from mgs.rl.attention import no_packed_sequence_inference
 from mgs.rl.rollout import Completion
 
 
@@ -133,8 +134,10 @@ class _Layout:
 
 def upload(tensors: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """CPU tensors -> the same on `device` in one non-blocking copy from pinned memory (per dtype), which does not
-    wait for the GPU (a plain `.to(device)` of pageable memory synchronises the stream). CPU device: unchanged."""
-    if torch.device(device).type == "cpu" or not tensors:
+    wait for the GPU (a plain `.to(device)` of pageable memory synchronises the stream). CPU device: unchanged.
+    Other devices (meta, in the tests) get a plain copy: pinned memory is a CUDA thing."""
+    device = torch.device(device)
+    if device.type == "cpu" or not tensors:
         return list(tensors)
     out: list[torch.Tensor | None] = [None] * len(tensors)
     by_dtype: dict[torch.dtype, list[int]] = {}
@@ -142,7 +145,7 @@ def upload(tensors: Sequence[torch.Tensor], device: torch.device) -> list[torch.
         by_dtype.setdefault(t.dtype, []).append(i)
     for dtype, idx in by_dtype.items():
         flat = torch.cat([tensors[i].reshape(-1) for i in idx])
-        on_device = flat.pin_memory().to(device, non_blocking=True)
+        on_device = (flat.pin_memory() if device.type == "cuda" else flat).to(device, non_blocking=True)
         offset = 0
         for i in idx:
             n = tensors[i].numel()
@@ -277,9 +280,19 @@ def token_logprobs(
     if use_forward and packed:
         packed = False  # DDP / FSDP2 models keep padding
     lay = _layout(input_ids, attention_mask, start, packed=packed, device=device)
-    Tc, b_idx, j_idx, pos, targets = lay.Tc, lay.b_idx, lay.j_idx, lay.pos, lay.targets
     T = input_ids.shape[1]
 
+    with no_packed_sequence_inference():
+        logp_parts, ent_parts = _forward_chunks(model, lay, T, use_forward, packed, compile, chunk_tokens, temperature,
+                                                entropy_grad)
+    return _scatter(logp_parts, ent_parts, lay, B, device, return_entropy)
+
+
+def _forward_chunks(model: torch.nn.Module, lay: _Layout, T: int, use_forward: bool, packed: bool, compile: bool,
+                    chunk_tokens: int, temperature: float, entropy_grad: bool
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """token_logprobs' forward: (logp, entropy) of the completion tokens in chunks of `chunk_tokens`."""
+    Tc, b_idx, pos, targets = lay.Tc, lay.b_idx, lay.pos, lay.targets
     logp_parts, ent_parts = [], []
     if use_forward:
         keep = Tc + 1  # logits of positions T-keep .. T-1; the first completion token is predicted at min(start)-1
@@ -310,6 +323,13 @@ def token_logprobs(
                 lp, ent = chunk_fn(*args)
             logp_parts.append(lp)
             ent_parts.append(ent if entropy_grad else ent.detach())
+    return logp_parts, ent_parts
+
+
+def _scatter(logp_parts: list[torch.Tensor], ent_parts: list[torch.Tensor], lay: _Layout, B: int,
+             device: torch.device, return_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The flat per-token chunks back into [B, Tc] (zeros off the completion tokens)."""
+    Tc, b_idx, j_idx = lay.Tc, lay.b_idx, lay.j_idx
     flat_logp = torch.cat(logp_parts) if logp_parts else torch.zeros(0, dtype=torch.float32, device=device)
     logp = torch.zeros(B, Tc, dtype=flat_logp.dtype, device=device).index_put((b_idx, j_idx), flat_logp)
     entropy = None

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mgs.rl.grpo import group_advantages
-from mgs.rl.step import StepSettings, TrainSample, plan_schedule, update
+from mgs.rl.step import StepSettings, TrainSample, micro_batch_loss, plan_schedule, update
 
 
 def fixed_rollouts(tokenizer, seed=0, domains=("a", "b"), prompts=2, group=4):
@@ -189,3 +189,27 @@ def test_reference_logprobs_token_batching_keeps_order_and_values(tiny_policy):
         assert [len(t) for t in got] == [len(s.completion_ids) for s in samples]
         for a, b in zip(got, ref):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kl", [0.0, 0.05])
+def test_a_micro_batch_reads_nothing_back_from_the_device(tiny_policy, kl):
+    """No host sync in a training micro-batch (docs/performance.md, session 6): with the model on the meta device,
+    any data-dependent read of a device tensor (.item(), nonzero, boolean indexing, torch.equal, .tolist()) raises,
+    so forward + loss + backward of a CPU batch passing here reads nothing back (the padded path; the packed one
+    uses the varlen kernel on CUDA, checked there by benchmarks/check_cuda.py under sync_debug_mode="error")."""
+    from mgs.rl.logprobs import token_logprobs
+
+    samples = fixed_rollouts(tiny_policy.tokenizer)
+    if kl:
+        samples = [TrainSample(s.domain, s.prompt_ids, s.completion_ids, s.advantage,
+                               ref_logp=torch.randn(len(s.completion_ids))) for s in samples]
+    model = tiny_policy.model.to("meta")
+    pad = tiny_policy.tokenizer.pad_token_id
+    loss, terms = micro_batch_loss(model, samples, StepSettings(kl_coef=kl), pad, 100.0)
+    loss.backward()
+    assert loss.device.type == "meta" and terms.tokens.device.type == "meta"
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters())
+    # the detector works: a layout derived from device tensors (what token_logprobs did before) does raise
+    ids = torch.tensor([[5, 6, 7, 8]], device="meta")
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        token_logprobs(model, ids, torch.ones_like(ids), start=2)
