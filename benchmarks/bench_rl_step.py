@@ -312,8 +312,8 @@ def run_trl(args: argparse.Namespace, batch: int) -> dict[str, Any]:
                     "unscored": stats["unscored"] - self.before["unscored"],
                     "skipped": stats["skipped"] - self.before["skipped"],
                 })
-                # after the timed window: are the weights still finite? (on 2026-12-01, H200, TRL's generation
-                # of step 6 failed on a NaN probability twice in a row; this says whether the update caused it)
+                # after the timed window: are the weights still finite? (on 2026-12-02, H200, this showed that
+                # TRL's step-5 update with a NaN gradient, not its generation, broke step 6; hence the guard above)
                 rows[-1]["weights_finite"] = bool(all(torch.isfinite(p).all() for p in trainer.model.parameters()))
                 print(f"[trl] step {step}: {rows[-1]['step_s']:.2f} s (generate {rows[-1]['rollout_s']:.2f}), "
                       f"{rows[-1]['completion_tokens']} tokens, {rows[-1]['unscored']} unscored, "
@@ -395,7 +395,7 @@ def launch(args: argparse.Namespace, argv: list[str], side: str, workdir: Path, 
         except subprocess.TimeoutExpired:
             partial = json.loads(out.read_text()) if out.is_file() else {}
             if partial.get("rows"):  # the steps finished before the limit still make a (marked) table row
-                partial["timed_out"] = f"timed out after {limit:.0f} s with {len(partial['rows'])} steps done"
+                partial["incomplete"] = f"timed out after {limit:.0f} s with {len(partial['rows'])} steps done"
                 return partial
             return {"side": side, "error": f"timed out after {limit:.0f} s before its first step"}
         result = json.loads(out.read_text()) if out.is_file() else {"side": side, "error": f"exit code {code}"}
@@ -404,7 +404,7 @@ def launch(args: argparse.Namespace, argv: list[str], side: str, workdir: Path, 
             batch //= 2
             continue
         if code != 0 and result.get("rows") and result.get("partial"):
-            result["timed_out"] = f"exited with code {code} after {len(result['rows'])} steps (see its log above)"
+            result["incomplete"] = f"exited with code {code} after {len(result['rows'])} steps (see its log above)"
         elif code != 0 and "error" not in result:
             result["error"] = f"exit code {code}"
         return result
@@ -448,9 +448,9 @@ def print_report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -
             print(f"{side}: FAILED: {res['error']}")
             continue
         print(f"{side} ({res['device']}): " + ", ".join(f"{k}={v}" for k, v in res["settings"].items()))
-        if res.get("timed_out"):
+        if res.get("incomplete"):
             timed = sum(r["timed"] for r in res["rows"])
-            print(f"{side}: PARTIAL, {res['timed_out']} ({timed} timed; "
+            print(f"{side}: PARTIAL, {res['incomplete']} ({timed} timed; "
                   + ("median over those)" if timed else "no timed step: its row is the last warm-up step)"))
     cols = [("step_s", "s/step", ".2f"), ("completions_per_s", "compl/s", ".1f"), ("tokens_per_s", "tok/s", ".0f"),
             ("mean_completion_tokens", "mean len", ".1f"), ("peak_mem_gb", "peak GB", ".2f"),
