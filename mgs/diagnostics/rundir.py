@@ -116,7 +116,7 @@ class RunDir:
         A run that trains one domain only (mixed with one weight > 0, or one single-domain stage) is `<domain>-only`;
         a sequential run names its stage order, `sequential (math -> chat)`, so two orders are two table rows."""
         name = self.strategy
-        trained = self._trained_domains()
+        trained = self.trained_domains()
         if len(trained) == 1 and len(self.domains) > 1:
             return f"{trained[0]}-only"
         if name == "sequential":
@@ -135,7 +135,7 @@ class RunDir:
     def domains(self) -> list[str]:
         return [d.get("name") or d.get("kind") for d in (self.cfg("domains", []) or [])]
 
-    def _trained_domains(self) -> list[str]:
+    def trained_domains(self) -> list[str]:
         """Domains that get training batches: weight > 0 (mixed / mgs), or named by a stage (sequential)."""
         if self.strategy == "sequential":
             named = {d for st in self.cfg("strategy.stages") or [] for d, w in (st.get("domains") or {}).items()

@@ -45,7 +45,8 @@ class Section:
     title: str
     text: list[str] = field(default_factory=list)
     tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
-    figures: list[tuple[str, Any]] = field(default_factory=list)  # (file stem, Figure)
+    figures: list[tuple[str, bytes]] = field(default_factory=list)  # (file stem, PNG), rendered when added: a
+    # report of many runs would otherwise hold dozens of open matplotlib figures
 
 
 def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str | None = None,
@@ -80,7 +81,7 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
     for i, run in enumerate(runs):
         fig = plots.cosine_by_group_type(run)
         if fig is not None:
-            s_cos.figures.append((f"cosine_by_group_type_{i}", fig))
+            s_cos.figures.append((f"cosine_by_group_type_{i}", _png(fig)))
 
     s_heat = Section("Conflict rate by layer and module type")
     data["conflict_matrices"] = {}
@@ -96,7 +97,7 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
             m = _pooled([conflict.conflict_matrix(run, pair, rows_) for run, rows_ in group
                          if any(r.pair == pair for r in rows_)])
             data["conflict_matrices"][f"{name}/{pair}"] = m.__dict__
-            s_heat.figures.append((f"conflict_heatmap_{i}_{pair}", plots.conflict_heatmap(m, name)))
+            s_heat.figures.append((f"conflict_heatmap_{i}_{pair}", _png(plots.conflict_heatmap(m, name))))
     if not s_heat.figures:
         s_heat.text.append("No per-group surgery statistics (RUN/surgery/step_*.json).")
     else:
@@ -111,7 +112,7 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
     _add(s_ent, "entropy", plots.domain_curves(runs, "entropy"), "No per-domain entropy logged.")
     fig = plots.domain_curves(runs, "length")
     if fig is not None:
-        s_ent.figures.append(("response_length", fig))
+        s_ent.figures.append(("response_length", _png(fig)))
 
     s_int = Section("Interference summary")
     header, rows = tables.interference_table(runs)
@@ -137,7 +138,7 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
         if rows:
             s_seq.tables.append((["run", "measure", "domain", "compared with", "points lost"], rows))
         if fig is not None:
-            s_seq.figures.append((f"sequential_{i}", fig))
+            s_seq.figures.append((f"sequential_{i}", _png(fig)))
     if not s_seq.tables:
         s_seq.text.append("No sequential run with evaluations after its stages among these runs.")
     else:
@@ -238,7 +239,7 @@ def _add(section: Section, stem: str, fig: Any, empty: str) -> None:
     if fig is None:
         section.text.append(empty)
     else:
-        section.figures.append((stem, fig))
+        section.figures.append((stem, _png(fig)))
 
 
 def _png(fig: Any) -> bytes:
@@ -293,6 +294,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     title = "MGS report: " + ", ".join(plots.run_name(r) for r in runs)
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
+    written: list[str] = []
     for sec in sections:
         md += [f"## {sec.title}", ""]
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
@@ -302,9 +304,9 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
         for header, rows in sec.tables:
             md += [_md_table(header, rows), ""]
             body.append(_html_table(header, rows))
-        for stem, fig in sec.figures:
-            png = _png(fig)
+        for stem, png in sec.figures:
             (out / f"{stem}.png").write_bytes(png)
+            written.append(f"{stem}.png")
             md += [f"![{sec.title}: {stem}]({stem}.png)", ""]
             b64 = base64.b64encode(png).decode("ascii")
             body.append(f'<img alt="{html.escape(stem)}" src="data:image/png;base64,{b64}">')
@@ -313,7 +315,21 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     paths["html"].write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                              f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
     paths["json"].write_text(json.dumps(data, indent=1, default=_json_default))
+    _drop_stale_figures(out, written)
     return paths
+
+
+FIGURE_MANIFEST = "figures.txt"
+
+
+def _drop_stale_figures(out: Path, written: list[str]) -> None:
+    """Delete the PNGs an earlier build of this folder wrote that this one did not (fewer runs, a renumbered
+    figure), so the folder holds only what report.md links. Only files named in our own manifest are touched."""
+    manifest = out / FIGURE_MANIFEST
+    before = manifest.read_text().split() if manifest.is_file() else []
+    for name in set(before) - set(written):
+        (out / name).unlink(missing_ok=True)
+    manifest.write_text("".join(f"{n}\n" for n in written))
 
 
 def _json_default(x: Any) -> Any:

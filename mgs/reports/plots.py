@@ -115,11 +115,27 @@ def cosine_by_group_type(run: RunDir) -> Figure | None:
     return fig
 
 
+def _outside_only(m: conflict.ConflictMatrix, title: str) -> Figure:
+    names = sorted(m.outside)
+    fig, ax = plt.subplots(figsize=(5.0, max(1.8, 0.4 * len(names) + 1.2)))
+    ax.barh(names, [m.outside[n] for n in names], color="tab:red")
+    for k, n in enumerate(names):
+        ax.text(min(m.outside[n], 0.8) + 0.02, k, f"{m.outside[n]:.2f}", va="center", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("conflict rate (fraction of steps)")
+    a, b = m.pair.split("__")
+    ax.set_title(f"{title}\n{a} vs {b} (no per-layer groups)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def conflict_heatmap(m: conflict.ConflictMatrix, title: str) -> Figure:
     """Layer x module-type conflict rate (rows = decoder layer, columns = attn / mlp), embed/head as a side bar."""
     import numpy as np
 
-    rate = np.array(m.rate, dtype=float) if m.layers else np.zeros((0, len(m.parts)))
+    if not m.layers:  # one group for the whole model (global granularity): no layer grid to draw
+        return _outside_only(m, title)
+    rate = np.array(m.rate, dtype=float)
     fig, (ax, side) = plt.subplots(1, 2, figsize=(6.5, max(2.5, 0.35 * len(m.layers) + 1.5)),
                                    gridspec_kw={"width_ratios": [max(len(m.parts), 1), 1]})
     im = ax.imshow(rate, vmin=0, vmax=1, cmap="Reds", aspect="auto")

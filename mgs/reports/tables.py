@@ -102,13 +102,21 @@ def clear_best(cells: dict[str, dict[str, Any]]) -> str | None:
 
 
 def run_table(runs: Sequence[RunDir]) -> tuple[list[str], list[list[str]]]:
-    header = ["run", "strategy", "seed", "steps", "domains", "surgery", "stages"]
+    """One row per run. `trained domains` are those that got training batches (a single-domain run lists one);
+    `surgery` is the granularity/method that shaped the update, `none` where the update was the plain sum (with
+    `stats at <granularity>` where conflict statistics were still recorded)."""
+    header = ["run", "strategy", "seed", "steps", "trained domains", "surgery", "stages"]
     rows = []
     for run in runs:
         steps = run.metrics[-1]["step"] if run.metrics else 0
-        surgery = f"{run.cfg('surgery.granularity', '?')}/{run.cfg('surgery.method', '?')}"
+        gran = run.cfg("surgery.granularity", "?")
+        if run.strategy == "mgs":
+            surgery = f"{gran}/{run.cfg('surgery.method', '?')}"
+        else:
+            surgery = f"none (stats at {gran})" if run.cfg("surgery.monitor", False) else "none"
         stages = " -> ".join(name for name, _, _ in run.stages())
-        rows.append([run.path.name, run.label, str(run.seed), str(steps), ", ".join(run.domains), surgery, stages])
+        rows.append([run.path.name, run.label, str(run.seed), str(steps), ", ".join(run.trained_domains()), surgery,
+                     stages])
     return header, rows
 
 

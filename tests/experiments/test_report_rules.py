@@ -49,6 +49,18 @@ def test_labels_tell_single_domain_runs_and_sequential_orders_apart(tmp_path):
     assert _run(tmp_path, "f", cfg).label == "global-pcgrad"
 
 
+def test_run_table_lists_trained_domains_and_surgery_only_where_it_shaped_the_update(tmp_path):
+    mono = _cfg("mixed", 0, (1.0, 0.0))
+    monitored = dict(_cfg("mixed", 1), surgery={"granularity": "module", "method": "pcgrad", "monitor": True})
+    mgs = dict(_cfg("mgs", 0), surgery={"granularity": "tensor", "method": "pcgrad"})
+    seq = _cfg("sequential", 0, stages=[{"name": "chat", "steps": 1, "domains": {"chat": 1.0}}])
+    runs = [_run(tmp_path, n, c) for n, c in (("m", mono), ("x", monitored), ("g", mgs), ("s", seq))]
+    header, rows = tables.run_table(runs)
+    col = {h: i for i, h in enumerate(header)}
+    assert [r[col["trained domains"]] for r in rows] == ["math", "math, chat", "math, chat", "chat"]
+    assert [r[col["surgery"]] for r in rows] == ["none", "none (stats at module)", "tensor/pcgrad", "none"]
+
+
 def test_bold_only_where_the_lead_exceeds_the_spread(tmp_path):
     # mixed 50 ± 1 vs mgs 60 ± 2 (lead 10 > 2): bold; then a third run widens mgs to 55 ± 5 (lead 5 == 5): not bold
     runs = [_run(tmp_path, f"m{s}", _cfg("mixed", s), score) for s, score in enumerate((49.0, 50.0, 51.0))]

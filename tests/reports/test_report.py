@@ -49,3 +49,18 @@ def test_report_has_every_section_images_and_matching_numbers(tmp_path):
     assert cells[4] == f"{statistics.fmean(totals):.1f} ± {statistics.stdev(totals):.1f}"
     (mixed,) = [line for line in md.splitlines() if line.startswith("| mixed | 0 |")]
     assert [c.strip() for c in mixed.strip("|").split("|")][2:] == ["20.0", "30.0", "25.0"]
+
+
+def test_a_rebuild_drops_figures_only_the_earlier_build_wrote(tmp_path):
+    runs = [write_fixture_run(tmp_path / f"mgs_s{s}", steps=3, seed=s, save_grads=False,
+                              evals={"after": {"gsm8k": 0.2}}) for s in (0, 1)]
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "mine.png").write_bytes(b"not ours")
+    assert main(["report", *map(str, runs), "--out", str(out)]) == 0
+    first = {p.name for p in out.glob("*.png")}
+    assert main(["report", str(runs[0]), "--out", str(out)]) == 0
+    second = {p.name for p in out.glob("*.png")}
+    linked = set(re.findall(r"\]\(([^)]+\.png)\)", (out / "report.md").read_text()))
+    assert first - second, "one run fewer should write fewer per-run figures"
+    assert second == linked | {"mine.png"}
