@@ -6,6 +6,11 @@
 - rigidity of domain d = score of d in a single-domain run of d - score of d right after the stage of the sequential
   run that trained it. Positive = the earlier stages left the policy unable to learn d as well. (Paper: chat only
   reaches 38.3 after math RL vs 47.9 alone: rigidity 9.6.)
+- rigidity at equal steps of domain d = score of d right after the *first* stage of another sequential run, whose
+  stage trained d alone for as many steps as this run's later stage did, minus the score after that later stage.
+  Both trained d for the same steps; one from the base model, one after the earlier stages. The single-domain
+  comparison above mixes in the amount of training when a single-domain run is longer than a stage (at equal total
+  compute it is: 3 stages of 10 steps vs 30 steps of one domain); this one does not. Prefer a run of the same seed.
 Scores are the headline scores (percent) of the eval sets named like the domains. The eval "after stage k" is the
 eval file whose `step` is the last step of stage k (or whose `stage` field names it); stages come from the config
 (`strategy.stages`) and the `stage` column of metrics.jsonl.
@@ -84,15 +89,55 @@ def rigidity(run: RunDir, single_runs: dict[str, RunDir]) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class MatchedRigidity:
+    points: float  # score lost (percentage points; positive = this run learned d worse)
+    reference: str  # the run whose first stage is the comparison
+    steps: int  # steps of d in either stage
+
+
+def _stage_steps(run: RunDir) -> list[int]:
+    return [last - first + 1 for _, first, last in run.stages()]
+
+
+def matched_rigidity(run: RunDir, others: list[RunDir]) -> dict[str, MatchedRigidity]:
+    """{domain: rigidity at equal steps} for each domain this run trains alone in a later stage, where one of
+    `others` trains it alone in its first stage for the same number of steps (same seed preferred) and evaluated
+    it there. Domains without such a reference are left out."""
+    st, steps = stages(run), _stage_steps(run)
+    candidates = []
+    for other in others:
+        if other.path == run.path:
+            continue
+        ost, osteps = stages(other), _stage_steps(other)
+        if ost and len(ost[0].domains) == 1 and ost[0].scores:
+            candidates.append((other.seed != run.seed, other.path.name, other, ost[0], osteps[0]))
+    candidates.sort(key=lambda c: c[:2])
+    out: dict[str, MatchedRigidity] = {}
+    for k in range(1, len(st)):
+        if len(st[k].domains) != 1 or st[k].domains[0] not in st[k].scores:
+            continue
+        d = st[k].domains[0]
+        for _, _, other, first, n in candidates:
+            if first.domains == [d] and n == steps[k] and d in first.scores:
+                out[d] = MatchedRigidity(first.scores[d] - st[k].scores[d], other.path.name, n)
+                break
+    return out
+
+
 def is_sequential(run: RunDir) -> bool:
     return run.strategy == "sequential" or len(run.stages()) > 1
 
 
-def sequential_summary(run: RunDir, single_runs: dict[str, RunDir] | None = None) -> dict[str, Any]:
+def sequential_summary(run: RunDir, single_runs: dict[str, RunDir] | None = None,
+                       other_sequential: list[RunDir] | None = None) -> dict[str, Any]:
     st = stages(run)
+    matched = matched_rigidity(run, other_sequential or [])
     return {
         "stages": [{"name": s.name, "domains": s.domains, "last_step": s.last_step, "scores": s.scores} for s in st],
         "forgetting": forgetting(run),
         "rigidity": rigidity(run, single_runs) if single_runs else {},
+        "rigidity_equal_steps": {d: {"points": m.points, "reference": m.reference, "steps": m.steps}
+                                 for d, m in matched.items()},
         "finite": all(math.isfinite(v) for s in st for v in s.scores.values()),
     }

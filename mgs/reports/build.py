@@ -124,17 +124,21 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
 
     s_seq = Section("Forgetting and rigidity")
     data["sequential"] = {}
+    seq_runs = [run for run in runs if sequential.is_sequential(run)]
     for i, run in enumerate(runs):
         if not sequential.is_sequential(run):
             continue
         relevant = {d: r for d, r in single.items() if d in {x for st in sequential.stages(run) for x in st.domains}}
-        seq_summary = sequential.sequential_summary(run, relevant)
+        seq_summary = sequential.sequential_summary(run, relevant, seq_runs)
         data["sequential"][plots.run_name(run)] = seq_summary
-        fig = plots.sequential_bars(plots.run_name(run), seq_summary["forgetting"], seq_summary["rigidity"])
+        equal = {d: m["points"] for d, m in seq_summary["rigidity_equal_steps"].items()}
+        fig = plots.sequential_bars(plots.run_name(run), seq_summary["forgetting"], seq_summary["rigidity"], equal)
         rows = [[plots.run_name(run), "forgetting", d, stage, f"{v:.1f}"]
                 for d, per in seq_summary["forgetting"].items() for stage, v in per.items()]
-        rows += [[plots.run_name(run), "rigidity", d, "single-domain run", f"{v:.1f}"]
+        rows += [[plots.run_name(run), "rigidity", d, _single_label(relevant[d]), f"{v:.1f}"]
                  for d, v in seq_summary["rigidity"].items()]
+        rows += [[plots.run_name(run), "rigidity (equal steps)", d, f"first stage of {m['reference']} ({_steps(m['steps'])})",
+                  f"{m['points']:.1f}"] for d, m in seq_summary["rigidity_equal_steps"].items()]
         if rows:
             s_seq.tables.append((["run", "measure", "domain", "compared with", "points lost"], rows))
         if fig is not None:
@@ -144,7 +148,11 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
     else:
         s_seq.text.append("Forgetting: score of a domain right after the stage that trained it minus its score after a "
                           "later stage. Rigidity: score of the single-domain run minus the score right after the "
-                          "sequential stage that trained the domain. Percentage points; positive = lost.")
+                          "sequential stage that trained the domain; where the single-domain run trained for more "
+                          "steps than the stage, this includes the extra training. Rigidity (equal steps): score "
+                          "right after the first stage of another sequential run that trained the domain alone for "
+                          "as many steps (from the base model; same seed preferred) minus the score after this run's "
+                          "later stage. Percentage points; positive = lost.")
     s_cost = Section("Time and memory")
     header, rows = tables.cost_table(runs)
     if rows:
@@ -233,6 +241,14 @@ def _pooled(ms: list[conflict.ConflictMatrix]) -> conflict.ConflictMatrix:
     rate = [[h / n if n else math.nan for h, n in zip(hr, nr)] for hr, nr in zip(hits, counts)]
     outside = {k: out_hits[k] / n if n else math.nan for k, n in out_counts.items()}
     return conflict.ConflictMatrix(ms[0].pair, layers, parts, rate, counts, outside, out_counts)
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
+def _single_label(run: RunDir) -> str:
+    return f"single-domain run ({_steps(int(run.metrics[-1]['step']))})" if run.metrics else "single-domain run"
 
 
 def _add(section: Section, stem: str, fig: Any, empty: str) -> None:

@@ -161,15 +161,19 @@ def conflict_heatmap(m: conflict.ConflictMatrix, title: str) -> Figure:
     return fig
 
 
-def sequential_bars(name: str, forgetting: dict[str, dict[str, float]], rigidity: dict[str, float]) -> Figure | None:
-    """Forgetting (score lost by an earlier domain after each later stage) and rigidity (gap to single-domain)."""
+def sequential_bars(name: str, forgetting: dict[str, dict[str, float]], rigidity: dict[str, float],
+                    rigidity_equal_steps: dict[str, float] | None = None) -> Figure | None:
+    """Forgetting (score lost by an earlier domain after each later stage), rigidity (gap to the single-domain run)
+    and rigidity at equal steps (gap to another order's first stage of the same length)."""
     items = [(f"forgetting {d}\nafter {stage}", v) for d, per in sorted(forgetting.items()) for stage, v in per.items()]
     items += [(f"rigidity {d}", v) for d, v in sorted(rigidity.items())]
+    items += [(f"rigidity {d}\n(equal steps)", v) for d, v in sorted((rigidity_equal_steps or {}).items())]
     if not items:
         return None
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(items)), 3.4))
     labels, values = zip(*items)
-    colors = ["tab:orange" if lbl.startswith("forgetting") else "tab:purple" for lbl in labels]
+    colors = ["tab:orange" if lbl.startswith("forgetting") else "tab:blue" if lbl.endswith("(equal steps)")
+              else "tab:purple" for lbl in labels]
     ax.bar(range(len(items)), values, color=colors)
     ax.set_xticks(range(len(items)), labels, fontsize=8)
     ax.axhline(0, color="grey", lw=0.8)
@@ -177,7 +181,7 @@ def sequential_bars(name: str, forgetting: dict[str, dict[str, float]], rigidity
     ax.set_title(f"Mode interference of a sequential run: {name}")
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color="tab:orange", label="forgetting"), Patch(color="tab:purple", label="rigidity")],
-              fontsize=8)
+    ax.legend(handles=[Patch(color="tab:orange", label="forgetting"), Patch(color="tab:purple", label="rigidity"),
+                       Patch(color="tab:blue", label="rigidity, equal steps")], fontsize=8)
     fig.tight_layout()
     return fig

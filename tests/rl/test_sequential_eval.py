@@ -63,7 +63,7 @@ def test_two_stage_run_writes_stage_evals_and_report_shows_forgetting(tmp_path, 
             if "| forgetting |" in line or "| rigidity |" in line]
     rigidity = single["sets"]["digits"]["score"] - s2["sets"]["digits"]["score"]
     assert rows == [["forgetting", "vowels", "digits", f"{forgetting:.1f}"],
-                    ["rigidity", "digits", "single-domain run", f"{rigidity:.1f}"]], md
+                    ["rigidity", "digits", "single-domain run (1 step)", f"{rigidity:.1f}"]], md
 
 
 def test_format_table_conflict_fraction_unsigned_cosine_signed():
