@@ -135,6 +135,7 @@ def save_partial(args: argparse.Namespace, side: str, rows: list[dict[str, Any]]
 # ------------------------------------------------------------------------------------------------------- ours
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from mgs.config import from_dict
+    from mgs.rl.logprobs import compiled_graphs
     from mgs.rl.trainer import Run
 
     policy = load_workload_policy(args)
@@ -159,6 +160,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for step in range(1, warmup + args.steps + 1):
         sync(args.device)
+        graphs0 = compiled_graphs()
         t0 = time.perf_counter()
         scored, times = run.rollout(step, stage)
         t1 = time.perf_counter()
@@ -175,6 +177,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             "train_s": m["time/train_s"], "surgery_s": m["time/surgery_s"], "optim_s": m["time/optim_s"],
             "completions": len(scored), "completion_tokens": sum(len(s.completion_ids) for s in scored),
             "reward_mean": m.get("train/math/reward_mean"), "skipped": m.get("train/skipped"),
+            "new_graphs": compiled_graphs() - graphs0,  # torch.compile recompiles in this step (rollout + update)
         })
         print(f"[ours] step {step}: {rows[-1]['step_s']:.2f} s (rollout {rows[-1]['rollout_s']:.2f}, train "
               f"{rows[-1]['train_s']:.2f}), {rows[-1]['completion_tokens']} tokens", flush=True)
@@ -368,6 +371,8 @@ def summarize(result: dict[str, Any]) -> dict[str, float]:
            "tokens_per_s": tokens / total_s, "mean_completion_tokens": tokens / max(completions, 1),
            "peak_mem_gb": result.get("peak_mem_gb"),
            "skipped_steps": sum(1 for r in timed if r.get("skipped"))}
+    if any("new_graphs" in r for r in timed):
+        out["new_graphs"] = sum(r.get("new_graphs", 0) for r in timed)
     for key in ("rollout_s", "reward_s", "train_s", "surgery_s", "optim_s", "other_s"):
         if any(r.get(key) is not None for r in timed):
             out[key] = med(key)
@@ -456,7 +461,7 @@ def print_report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -
             ("mean_completion_tokens", "mean len", ".1f"), ("peak_mem_gb", "peak GB", ".2f"),
             ("rollout_s", "rollout", ".2f"), ("reward_s", "reward", ".2f"), ("train_s", "train", ".2f"),
             ("surgery_s", "surgery", ".3f"), ("optim_s", "optim", ".3f"), ("other_s", "other", ".2f"),
-            ("skipped_steps", "skipped", "d")]
+            ("skipped_steps", "skipped", "d"), ("new_graphs", "recomp", "d")]
     trl_s = (results.get("trl") or {}).get("summary", {}).get("step_s")
     if trl_s:
         for res in results.values():
@@ -479,7 +484,8 @@ def print_report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -
     print("columns: medians over the timed steps; rollout = generation, reward = scoring, train = forward+backward "
           "(TRL: everything but generation and reward), surgery / optim = ours only, other = ours' advantages, "
           "reference log-probs and bookkeeping; skipped = timed steps whose gradient was non-finite (both sides "
-          "drop such an update); vs TRL = TRL s/step / the side's s/step")
+          "drop such an update); recomp = graphs torch.compile built during the timed steps (ours; each ~1 s on a "
+          "GPU, a cause of slow outlier steps); vs TRL = TRL s/step / the side's s/step")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,15 @@ def _compiled_layers(body: torch.nn.Module):
                 layer._compiled_call_impl = old
 
 
+def compiled_graphs() -> int:
+    """How many distinct graphs torch.compile has built in this process so far (all callers). A training step
+    that raises it recompiled: a new shape regime broke a guard (e.g. a micro-batch under a size threshold), which
+    costs about a second on a GPU and is otherwise invisible in the step time."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 def _compiled_chunk() -> Any:
     """The LM-head chunk reduction (float32 cast, logsumexp, gather, softmax, entropy) as one compiled function."""
     if not _COMPILED_CHUNK:

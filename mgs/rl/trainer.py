@@ -51,7 +51,7 @@ from mgs.registry import Registry
 from mgs.rl import checkpoint
 from mgs.rl.grpo import group_advantages
 from mgs.rl.logging import RunLogger, read_metrics
-from mgs.rl.logprobs import forward_tokens
+from mgs.rl.logprobs import compiled_graphs, forward_tokens
 from mgs.rl.step import StepOutcome, StepSettings, TrainSample, plan_schedule, reference_logprobs, update
 
 # ----------------------------------------------------------------------------------------------------- strategies
@@ -506,6 +506,7 @@ class Run:
             check_groups_local([s.group for s in scored], G, self.ctx)
         advantages: list[float | None] = [None] * len(scored)
         metrics: dict[str, float] = {}
+        graphs_before = compiled_graphs()
         stage_domains = [d for d in self.order if stage is None or d in stage.weights]
         for d in stage_domains:
             groups = [g for g in range(0, len(scored), G) if scored[g].domain == d]
@@ -570,6 +571,7 @@ class Run:
                 f"model.gradient_checkpointing=true, model.lora.r>0. ({e})") from e
         outcome.metrics.update(metrics)
         outcome.metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        outcome.metrics["train/new_compiled_graphs"] = float(compiled_graphs() - graphs_before)
         if self.ctx.distributed:  # this rank's numbers -> the step's (every rank gets the same dict)
             tokens = {f"tokens/{d}": float(sum(len(s.completion_ids) for s in samples if s.domain == d))
                       for d in stage_domains}

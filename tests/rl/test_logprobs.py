@@ -260,3 +260,14 @@ def test_plan_micro_batches_is_the_cheapest_split():
             else:
                 greedy.append([i])
         assert _cost(groups, lengths, overhead) <= _cost(greedy, lengths, overhead)
+
+
+def test_compiled_graphs_counts_each_new_graph_once():
+    from mgs.rl.logprobs import compiled_graphs
+
+    double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+    counts = [compiled_graphs()]
+    for n in (3, 3, 5, 5):  # a new shape under dynamic=False is a recompile; a repeated one is not
+        double(torch.ones(n))
+        counts.append(compiled_graphs())
+    assert [b - a for a, b in zip(counts, counts[1:])] == [1, 0, 1, 0]

@@ -57,6 +57,7 @@ def test_mgs_end_to_end_run_directory(tmp_path):
                   "time/rollout_s", "time/reward_s", "time/train_s", "time/surgery_s", "time/optim_s",
                   "time/step_s", "mem/domain_buffers_gb"):
             assert k in r, k
+        assert r["train/new_compiled_graphs"] == 0  # train.compile resolves off on CPU: nothing compiled
     assert rows[1]["train/kl"] > 0  # the policy moved away from the reference
     for sub in ("config.yaml", "summary.json", "eval/before.json", "eval/after.json",
                 "completions/step_000001.jsonl", "surgery/step_000002.json", "checkpoints/step_000002/model",
