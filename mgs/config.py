@@ -150,8 +150,10 @@ class TrainConfig:
                     "in fp16/bf16, exact per-sample SDPA elsewhere), so a step costs its tokens, not rows x longest; "
                     "a token micro_batch_size then counts real tokens. auto = on for a single-process CUDA run in "
                     "fp16/bf16 with torch's varlen attention and the mgs_sdpa attention, off otherwise; on = also "
-                    "on CPU / float32 (exact, slower); not under DDP/FSDP2. Default off until the CUDA kernel path "
-                    "has had its first GPU check (it is float64-tested against padding on CPU only).",
+                    "on CPU / float32 (exact, slower); not under DDP/FSDP2. Default off until a whole trainer run "
+                    "with packing has been checked on a GPU: its kernel path matches padding against the fp32 "
+                    "reference there (benchmarks/check_cuda.py) and makes the MGS update ~20% faster "
+                    "(docs/performance.md), but only the update has run packed on a GPU so far.",
                     ("auto", "on", "off"))
     save_every: int = opt(0, "Checkpoint every N steps (0 = only at the end / on interrupt).")
     save_final: bool = opt(True, "Checkpoint model + optimizer at the end (false: skip it, e.g. demos/CI, where it "
