@@ -6,7 +6,7 @@ draw. Runs are overlaid, one line per run, labelled `<strategy> seed <s>`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -115,14 +115,19 @@ def cosine_by_group_type(run: RunDir) -> Figure | None:
     return fig
 
 
-def _outside_only(m: conflict.ConflictMatrix, title: str) -> Figure:
+def _outside_bars(ax: Any, m: conflict.ConflictMatrix) -> None:
+    """Conflict rate of the groups outside the decoder layers (embedding, head, or the one global group)."""
     names = sorted(m.outside)
-    fig, ax = plt.subplots(figsize=(5.0, max(1.8, 0.4 * len(names) + 1.2)))
     ax.barh(names, [m.outside[n] for n in names], color="tab:red")
     for k, n in enumerate(names):
         ax.text(min(m.outside[n], 0.8) + 0.02, k, f"{m.outside[n]:.2f}", va="center", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("conflict rate (fraction of steps)")
+
+
+def _outside_only(m: conflict.ConflictMatrix, title: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(5.0, max(1.8, 0.4 * len(m.outside) + 1.2)))
+    _outside_bars(ax, m)
     a, b = m.pair.split("__")
     ax.set_title(f"{title}\n{a} vs {b} (no per-layer groups)", fontsize=10)
     fig.tight_layout()
@@ -147,12 +152,7 @@ def conflict_heatmap(m: conflict.ConflictMatrix, title: str) -> Figure:
         for j in range(rate.shape[1]):
             if math.isfinite(rate[i, j]):
                 ax.text(j, i, f"{rate[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    names = sorted(m.outside)
-    side.barh(names, [m.outside[n] for n in names], color="tab:red")
-    for k, n in enumerate(names):
-        side.text(min(m.outside[n], 0.8) + 0.02, k, f"{m.outside[n]:.2f}", va="center", fontsize=8)
-    side.set_xlim(0, 1)
-    side.set_xlabel("conflict rate (fraction of steps)")
+    _outside_bars(side, m)
     side.set_title("outside layers", fontsize=9)
     fig.colorbar(im, ax=ax, label="conflict rate (fraction of steps)")
     a, b = m.pair.split("__")
