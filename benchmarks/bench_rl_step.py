@@ -61,7 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="ours: one domain here, so both give the same update (the 3-domain overhead: "
                          "bench_mgs_overhead.py)")
     ap.add_argument("--micro-batch-tokens", type=int, default=None,
-                    help="ours: padded tokens per micro-batch (default 32768 on CUDA, 4096 on CPU)")
+                    help="ours: tokens per micro-batch, padded (real when packed; default 32768 on CUDA, 4096 on CPU)")
+    ap.add_argument("--pack", default="off", choices=["off", "auto", "on"],
+                    help="ours: train.pack (packed, padding-free micro-batches; auto = on CUDA in bf16/fp16); "
+                         "--micro-batch-tokens then counts real tokens")
     ap.add_argument("--rollout-batch", type=int, default=None, help="ours: rows per generate call (default per device)")
     ap.add_argument("--trl-batch", type=int, default=None,
                     help="TRL per_device_train_batch_size (default: 128 on CUDA, all completions on CPU; halved on OOM)")
@@ -148,7 +151,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
                  "entropy_coef": 0.0, "clip_eps": 0.2},
         "rollout": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 1.0},
         "optim": {"lr": args.lr, "weight_decay": 0.0, "grad_clip": 1.0},
-        "train": {"seed": args.seed, "micro_batch_size": args.micro_batch_tokens, "micro_batch_unit": "tokens"},
+        "train": {"seed": args.seed, "micro_batch_size": args.micro_batch_tokens, "micro_batch_unit": "tokens",
+                  "pack": args.pack},
         "eval": {"before": False, "after": False},
         "logging": {"progress": False, "save_completions": False},
     })
@@ -187,7 +191,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         "rollout_backend": type(run.backend).__name__, "kv_cache": getattr(run.backend, "cache_implementation", "static"),
         "compiled_decode": run.backend.compile, "rollout_batch_rows": run.backend.max_batch_size or "all",
         "compiled_training_forward": run.settings.compile,
-        "micro_batch": f"{args.micro_batch_tokens} padded tokens, length-bucketed", "loss": "token mean (global)",
+        "micro_batch": (f"{args.micro_batch_tokens} real tokens, packed" if run.settings.pack
+                        else f"{args.micro_batch_tokens} padded tokens, length-bucketed"), "loss": "token mean (global)",
         "optimizer": "torch AdamW", "reference_model": bool(args.kl),
     }
     return {"side": "ours", "model_note": policy.note, "settings": settings, "rows": rows,
