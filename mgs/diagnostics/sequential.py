@@ -29,8 +29,13 @@ from mgs.diagnostics.rundir import RunDir
 class Stage:
     name: str
     domains: list[str]
+    first_step: int
     last_step: int
     scores: dict[str, float] = field(default_factory=dict)  # set name -> headline score (percent), after the stage
+
+    @property
+    def steps(self) -> int:
+        return self.last_step - self.first_step + 1
 
 
 def _stage_domains(run: RunDir) -> list[list[str]]:
@@ -43,11 +48,11 @@ def stages(run: RunDir) -> list[Stage]:
     configured = _stage_domains(run)
     evals = [run.eval(t) for t in run.eval_tags()]
     out = []
-    for i, (name, _, last) in enumerate(spans):
+    for i, (name, first, last) in enumerate(spans):
         domains = configured[i] if i < len(configured) else [d for d in name.split("+") if d]
         match = [e for e in evals if e.get("stage") == name] or [e for e in evals if e.get("step") == last]
         scores = {k: float(v["score"]) for k, v in match[-1]["sets"].items()} if match else {}
-        out.append(Stage(name, domains, last, scores))
+        out.append(Stage(name, domains, first, last, scores))
     return out
 
 
@@ -96,31 +101,27 @@ class MatchedRigidity:
     steps: int  # steps of d in either stage
 
 
-def _stage_steps(run: RunDir) -> list[int]:
-    return [last - first + 1 for _, first, last in run.stages()]
-
-
 def matched_rigidity(run: RunDir, others: list[RunDir]) -> dict[str, MatchedRigidity]:
     """{domain: rigidity at equal steps} for each domain this run trains alone in a later stage, where one of
     `others` trains it alone in its first stage for the same number of steps (same seed preferred) and evaluated
     it there. Domains without such a reference are left out."""
-    st, steps = stages(run), _stage_steps(run)
+    st = stages(run)
     candidates = []
     for other in others:
         if other.path == run.path:
             continue
-        ost, osteps = stages(other), _stage_steps(other)
+        ost = stages(other)
         if ost and len(ost[0].domains) == 1 and ost[0].scores:
-            candidates.append((other.seed != run.seed, other.path.name, other, ost[0], osteps[0]))
+            candidates.append((other.seed != run.seed, other.path.name, ost[0]))
     candidates.sort(key=lambda c: c[:2])
     out: dict[str, MatchedRigidity] = {}
-    for k in range(1, len(st)):
-        if len(st[k].domains) != 1 or st[k].domains[0] not in st[k].scores:
+    for later in st[1:]:
+        if len(later.domains) != 1 or later.domains[0] not in later.scores:
             continue
-        d = st[k].domains[0]
-        for _, _, other, first, n in candidates:
-            if first.domains == [d] and n == steps[k] and d in first.scores:
-                out[d] = MatchedRigidity(first.scores[d] - st[k].scores[d], other.path.name, n)
+        d = later.domains[0]
+        for _, name, first in candidates:
+            if first.domains == [d] and first.steps == later.steps and d in first.scores:
+                out[d] = MatchedRigidity(first.scores[d] - later.scores[d], name, later.steps)
                 break
     return out
 

@@ -155,7 +155,6 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
     micro-batch while the GPU works on this one."""
     from mgs.rl.logprobs import token_logprobs, upload
 
-    device = next(model.parameters()).device
     batch = _batch(samples, pad_id)
     logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, start=batch.start,
                                    temperature=settings.temperature, entropy_grad=bool(settings.entropy_coef),
@@ -165,7 +164,7 @@ def micro_batch_loss(model: torch.nn.Module, samples: Sequence[TrainSample], set
         if any(s.ref_logp is None for s in samples):
             raise ValueError("kl_coef != 0 needs reference log-probs on every sample (TrainSample.ref_logp)")
         host.append(_rows([s.ref_logp for s in samples], samples, logp.shape[1]))
-    mask, adv, *ref = upload(host, device)
+    mask, adv, *ref = upload(host, logp.device)  # where token_logprobs computed
     terms = grpo_loss_terms(logp, mask, adv, ref_logp=ref[0] if ref else None, entropy=entropy,
                             clip_eps=settings.clip_eps, dual_clip=settings.dual_clip, kl_coef=settings.kl_coef,
                             entropy_coef=settings.entropy_coef)
