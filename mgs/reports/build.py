@@ -16,6 +16,7 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -78,10 +79,11 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
     s_cos = Section("Gradient cosine between domains")
     _add(s_cos, "cosine_whole_model", plots.cosine_whole_model(runs),
          "No surgery statistics (train with strategy mgs, or surgery.monitor: true).")
-    for i, run in enumerate(runs):
+    stems: set[str] = set()
+    for run in runs:
         fig = plots.cosine_by_group_type(run)
         if fig is not None:
-            s_cos.figures.append((f"cosine_by_group_type_{i}", _png(fig)))
+            s_cos.figures.append((_figure_stem("cosine_by_group_type", run.path.name, stems), _png(fig)))
 
     s_heat = Section("Conflict rate by layer and module type")
     data["conflict_matrices"] = {}
@@ -90,14 +92,15 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
         rows_ = conflict.group_rows(run)
         if rows_:
             by_label.setdefault(run.label, []).append((run, rows_))
-    for i, (label, group) in enumerate(by_label.items()):
+    for label, group in by_label.items():
+        stem = _figure_stem("conflict_heatmap", label, stems)
         seeds = ",".join(str(run.seed) for run, _ in group)
         name = f"{label} seed{'s' if len(group) > 1 else ''} {seeds}"
         for pair in sorted({r.pair for _, rows_ in group for r in rows_}):
             m = _pooled([conflict.conflict_matrix(run, pair, rows_) for run, rows_ in group
                          if any(r.pair == pair for r in rows_)])
             data["conflict_matrices"][f"{name}/{pair}"] = m.__dict__
-            s_heat.figures.append((f"conflict_heatmap_{i}_{pair}", _png(plots.conflict_heatmap(m, name))))
+            s_heat.figures.append((f"{stem}_{pair}", _png(plots.conflict_heatmap(m, name))))
     if not s_heat.figures:
         s_heat.text.append("No per-group surgery statistics (RUN/surgery/step_*.json).")
     else:
@@ -125,7 +128,7 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
     s_seq = Section("Forgetting and rigidity")
     data["sequential"] = {}
     seq_runs = [run for run in runs if sequential.is_sequential(run)]
-    for i, run in enumerate(runs):
+    for run in runs:
         if not sequential.is_sequential(run):
             continue
         relevant = {d: r for d, r in single.items() if d in {x for st in sequential.stages(run) for x in st.domains}}
@@ -142,7 +145,7 @@ def _sections(runs: Sequence[RunDir], single: dict[str, RunDir], paired_ref: str
         if rows:
             s_seq.tables.append((["run", "measure", "domain", "compared with", "points lost"], rows))
         if fig is not None:
-            s_seq.figures.append((f"sequential_{i}", _png(fig)))
+            s_seq.figures.append((_figure_stem("sequential", run.path.name, stems), _png(fig)))
     if not s_seq.tables:
         s_seq.text.append("No sequential run with evaluations after its stages among these runs.")
     else:
@@ -256,6 +259,17 @@ def _add(section: Section, stem: str, fig: Any, empty: str) -> None:
         section.text.append(empty)
     else:
         section.figures.append((stem, _png(fig)))
+
+
+def _figure_stem(kind: str, shows: str, used: set[str]) -> str:
+    """`kind_<slug of what the figure shows>` (a run folder's name, a strategy label), unique within the report.
+    Named by content, not by position, so adding runs to a report leaves the other figures' files as they were."""
+    slug = re.sub(r"[^a-z0-9]+", "-", shows.lower()).strip("-") or "figure"
+    stem, n = f"{kind}_{slug}", 2
+    while stem in used:
+        stem, n = f"{kind}_{slug}_{n}", n + 1
+    used.add(stem)
+    return stem
 
 
 def _png(fig: Any) -> bytes:

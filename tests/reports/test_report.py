@@ -64,3 +64,17 @@ def test_a_rebuild_drops_figures_only_the_earlier_build_wrote(tmp_path):
     linked = set(re.findall(r"\]\(([^)]+\.png)\)", (out / "report.md").read_text()))
     assert first - second, "one run fewer should write fewer per-run figures"
     assert second == linked | {"mine.png"}
+
+
+def test_adding_a_run_leaves_the_other_runs_figure_files_as_they_were(tmp_path):
+    # per-run figures are named after the run folder, not their position: a run that sorts first must not
+    # rename (or rewrite) the figures of the runs already in the report
+    later = write_fixture_run(tmp_path / "mgs_s1", steps=3, seed=1, save_grads=False, evals={"after": {"gsm8k": 0.2}})
+    first = write_fixture_run(tmp_path / "mgs_s0", steps=3, seed=0, save_grads=False, evals={"after": {"gsm8k": 0.3}})
+    out_one, out_two = tmp_path / "one", tmp_path / "two"
+    assert main(["report", str(later), "--out", str(out_one)]) == 0
+    assert main(["report", str(first), str(later), "--out", str(out_two)]) == 0
+    mine = out_one / "cosine_by_group_type_mgs-s1.png"
+    assert mine.is_file()
+    assert (out_two / mine.name).read_bytes() == mine.read_bytes()
+    assert (out_two / "cosine_by_group_type_mgs-s0.png").is_file()
