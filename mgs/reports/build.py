@@ -276,7 +276,7 @@ def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # "tight": keeps legends below the panels
     plt.close(fig)
     return buf.getvalue()
 

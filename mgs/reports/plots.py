@@ -1,6 +1,8 @@
 """Matplotlib figures of a report (Agg backend: no display needed). Each function takes diagnostics data of one or
 more runs and returns a Figure with a title, labelled axes (units) and a legend, or None when there is nothing to
-draw. Runs are overlaid, one line per run, labelled `<strategy> seed <s>`.
+draw. Curves over steps are drawn per strategy: a strategy with one run is its line (`<strategy> seed <s>`); one with
+several seeds is their mean with a band from their min to their max (`<strategy> (mean of n seeds)`), so a 27-run
+report stays readable. One legend per figure, below the panels, one colour per strategy in every panel.
 """
 
 from __future__ import annotations
@@ -32,25 +34,72 @@ def _grid(n: int, width: float = 5.0, height: float = 3.4) -> tuple[Figure, list
     return fig, flat[:n]
 
 
+Curve = tuple[Sequence[float], Sequence[float]]  # (optimizer steps, values)
+
+
+def strategy_curves(curves: Sequence[tuple[RunDir, Curve]]) -> list[tuple[str, str, list[float], list[float],
+                                                                          list[float], list[float]]]:
+    """Runs' curves pooled per strategy label, in first-seen order: (strategy label, legend name, steps, mean, min,
+    max) over the seeds that logged each step (min = max = mean for a single run)."""
+    groups: dict[str, list[tuple[RunDir, Curve]]] = {}
+    for run, curve in curves:
+        groups.setdefault(run.label, []).append((run, curve))
+    out = []
+    for label, members in groups.items():
+        at_step: dict[float, list[float]] = {}
+        for _, (xs, ys) in members:
+            for x, y in zip(xs, ys):
+                if math.isfinite(y):
+                    at_step.setdefault(x, []).append(y)
+        steps = sorted(at_step)
+        name = run_name(members[0][0]) if len(members) == 1 else f"{label} (mean of {len(members)} seeds)"
+        out.append((label, name, steps, [sum(at_step[x]) / len(at_step[x]) for x in steps],
+                    [min(at_step[x]) for x in steps], [max(at_step[x]) for x in steps]))
+    return out
+
+
+def _colours(runs: Sequence[RunDir]) -> dict[str, Any]:
+    labels = list(dict.fromkeys(run.label for run in runs))
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _draw_strategies(ax: Any, curves: Sequence[tuple[RunDir, Curve]], colours: dict[str, Any]) -> None:
+    for label, name, steps, mean, lo, hi in strategy_curves(curves):
+        if steps:
+            ax.plot(steps, mean, marker=".", color=colours[label], label=name)
+            if lo != hi:
+                ax.fill_between(steps, lo, hi, color=colours[label], alpha=0.15, lw=0)
+
+
+def _legend_below(fig: Figure, axes: list) -> None:
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.tight_layout()
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(handles), 3), fontsize=8, frameon=False)
+
+
 def domain_curves(runs: Sequence[RunDir], quantity: str) -> Figure | None:
-    """One panel per domain: `quantity` (reward / entropy / length) over steps, a line per run."""
+    """One panel per domain: `quantity` (reward / entropy / length) over steps, a line (or band) per strategy."""
     suffix_label = training.QUANTITIES[quantity][1]
     data = [(run, training.domain_curves(run)[quantity]) for run in runs]
     domains = sorted({d for _, per in data for d in per})
     if not domains:
         return None
+    colours = _colours(runs)
     fig, axes = _grid(len(domains))
     for ax, d in zip(axes, domains):
-        for run, per in data:
-            if d in per:
-                ax.plot(*per[d], marker=".", label=run_name(run))
+        _draw_strategies(ax, [(run, per[d]) for run, per in data if d in per], colours)
         ax.set_title(f"{d}: {quantity}")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(suffix_label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.suptitle(f"Per-domain {quantity} during training")
-    fig.tight_layout()
+    _legend_below(fig, axes)
     return fig
 
 
@@ -59,15 +108,17 @@ def _pair_panels(runs: Sequence[RunDir], attr: str, ylabel: str, title: str, log
     pairs = sorted({p for _, wm in data for p in wm})
     if not pairs:
         return None
+    colours = _colours(runs)
     fig, axes = _grid(len(pairs))
     for ax, pair in zip(axes, pairs):
+        curves = []
         for run, wm in data:
             if pair in wm:
-                s = wm[pair]
-                values = getattr(s, attr)
-                pts = [(x, y) for x, y in zip(s.steps, values) if math.isfinite(y) and (y > 0 or not log_y)]
+                pts = [(x, y) for x, y in zip(wm[pair].steps, getattr(wm[pair], attr))
+                       if math.isfinite(y) and (y > 0 or not log_y)]
                 if pts:
-                    ax.plot(*zip(*pts), marker=".", label=run_name(run))
+                    curves.append((run, tuple(zip(*pts))))
+        _draw_strategies(ax, curves, colours)
         if attr == "cos":
             ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         if log_y:
@@ -78,9 +129,8 @@ def _pair_panels(runs: Sequence[RunDir], attr: str, ylabel: str, title: str, log
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    _legend_below(fig, axes)
     return fig
 
 

@@ -78,3 +78,26 @@ def test_adding_a_run_leaves_the_other_runs_figure_files_as_they_were(tmp_path):
     assert mine.is_file()
     assert (out_two / mine.name).read_bytes() == mine.read_bytes()
     assert (out_two / "cosine_by_group_type_mgs-s0.png").is_file()
+
+
+def test_curves_are_drawn_per_strategy_as_the_seed_mean_with_a_min_max_band(tmp_path):
+    from mgs.diagnostics import training
+    from mgs.diagnostics.rundir import RunDir
+    from mgs.reports import plots
+
+    runs = [RunDir(write_fixture_run(tmp_path / f"mgs_s{s}", steps=4, seed=s, save_grads=False)) for s in (0, 1)]
+    runs.append(RunDir(write_fixture_run(tmp_path / "mixed", steps=4, method="sum", strategy="mixed",
+                                         save_grads=False)))
+    fig = plots.domain_curves(runs, "reward")
+    ax = fig.axes[0]
+    domain = ax.get_title().split(":")[0]
+    per_run = [training.domain_curves(r)["reward"][domain] for r in runs]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"mgs (mean of 2 seeds)", "mixed seed 0"}
+    a, b = per_run[0][1], per_run[1][1]
+    assert list(lines["mgs (mean of 2 seeds)"].get_ydata()) == pytest.approx([(x + y) / 2 for x, y in zip(a, b)])
+    assert list(lines["mixed seed 0"].get_ydata()) == pytest.approx(list(per_run[2][1]))
+    (band,) = ax.collections  # the two seeds' min..max; a single run gets none
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert min(ys) == pytest.approx(min(min(a), min(b))) and max(ys) == pytest.approx(max(max(a), max(b)))
+    assert a != b, "the fixture's seeds must differ for the mean to mean anything"
