@@ -61,10 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="ours: one domain here, so both give the same update (the 3-domain overhead: "
                          "bench_mgs_overhead.py)")
     ap.add_argument("--micro-batch-tokens", type=int, default=None,
-                    help="ours: tokens per micro-batch, padded (real when packed; default 32768 on CUDA, 4096 on CPU)")
-    ap.add_argument("--pack", default="off", choices=["off", "auto", "on"],
-                    help="ours: train.pack (packed, padding-free micro-batches; auto = on CUDA in bf16/fp16); "
-                         "--micro-batch-tokens then counts real tokens")
+                    help="ours: tokens per micro-batch, padded (real when packed; default on CUDA 65536 packed, "
+                         "32768 padded; 4096 on CPU)")
+    ap.add_argument("--pack", default="auto", choices=["off", "auto", "on"],
+                    help="ours: train.pack (packed, padding-free micro-batches; auto, the trainer's default = on "
+                         "CUDA in bf16/fp16); --micro-batch-tokens then counts real tokens")
     ap.add_argument("--rollout-batch", type=int, default=None, help="ours: rows per generate call (default per device)")
     ap.add_argument("--trl-batch", type=int, default=None,
                     help="TRL per_device_train_batch_size (default: 128 on CUDA, all completions on CPU; halved on OOM)")
@@ -85,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.micro_batch_tokens is None:
-        args.micro_batch_tokens = 32768 if args.device.startswith("cuda") else 4096
+        # CUDA: the fastest budget measured per layout (H200, docs/performance.md sessions 7-8); "auto" packs there
+        args.micro_batch_tokens = (4096 if not args.device.startswith("cuda")
+                                   else 32768 if args.pack == "off" else 65536)
     for name in ("prompts", "samples", "max_new_tokens", "steps"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive")

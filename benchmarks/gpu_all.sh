@@ -79,13 +79,13 @@ part rl_step "$RL_LIMIT" "$PY" benchmarks/bench_rl_step.py --device cuda --model
   --steps 5 --warmup 1 --ours-warmup 2 --sides trl,ours --timeout 200 --total-timeout $((RL_LIMIT - 15)) \
   --out "$OUT/rl_step.json"
 
-# 1b. ours alone with packed micro-batches (train.pack=auto, 64k real tokens: the update benchmark's best for MGS):
-#     a whole trainer step packed on the GPU, against rl_step's padded 32k. Only when selected (MGS_BENCH_PARTS).
-if [[ ",${MGS_BENCH_PARTS:-}," == *",rl_step_packed,"* ]]; then
-  part rl_step_packed "$(cap 200 0)" "$PY" benchmarks/bench_rl_step.py --device cuda --model smollm2-135m-instruct \
+# 1b. ours alone with padded micro-batches (train.pack=off, 32k padded tokens; rl_step runs ours packed, the
+#     trainer's default on a GPU): what packing buys in a whole trainer step. Only when selected (MGS_BENCH_PARTS).
+if [[ ",${MGS_BENCH_PARTS:-}," == *",rl_step_padded,"* ]]; then
+  part rl_step_padded "$(cap 200 0)" "$PY" benchmarks/bench_rl_step.py --device cuda --model smollm2-135m-instruct \
     --dtype bfloat16 "${DATA_ARG[@]}" --prompts 64 --samples 8 --max-new-tokens 256 --temperature 0.7 --kl 0 \
-    --steps 5 --ours-warmup 2 --sides ours --pack auto --micro-batch-tokens 65536 --timeout 185 \
-    --out "$OUT/rl_step_packed.json"
+    --steps 5 --ours-warmup 2 --sides ours --pack off --micro-batch-tokens 32768 --timeout 185 \
+    --out "$OUT/rl_step_padded.json"
 fi
 
 part mgs_overhead "$(cap 240 30)" "$PY" benchmarks/bench_mgs_overhead.py --device cuda \
@@ -125,7 +125,7 @@ for s in "${STATUS[@]}"; do echo "  $s"; done
 echo
 show() { [ -f "$OUT/$1.log" ] && sed -n "$2" "$OUT/$1.log"; }
 echo "---- ours vs TRL (bench_rl_step)"; show rl_step '/^workload:/,$p'
-[ -f "$OUT/rl_step_packed.log" ] && echo "---- ours, packed (bench_rl_step --pack auto)" && show rl_step_packed '/^workload:/,$p'
+[ -f "$OUT/rl_step_padded.log" ] && echo "---- ours, padded (bench_rl_step --pack off)" && show rl_step_padded '/^workload:/,$p'
 echo "---- MGS overhead (bench_mgs_overhead)"; show mgs_overhead '/^model:/,$p'
 echo "---- reward scoring (bench_reward)"; [ -f "$OUT/reward.log" ] && tail -n 12 "$OUT/reward.log"
 echo "---- surgery alone (bench_surgery)"; [ -f "$OUT/surgery.log" ] && grep -E '^(device:|\|)' "$OUT/surgery.log"
