@@ -131,8 +131,18 @@ class Variant:
                                               for i in mb.indices], self.pack) for mb in self.schedule.micro_batches)
         return {"variant": self.label, "kind": self.name, "budget": self.budget, "pack": self.pack,
                 "micro_batches": len(self.schedule.micro_batches), "forward_tokens": fwd_tokens, "rows": rows, **med,
-                "update_s_min": min(r["update_s"] for r in rows), "buffers_gb": rows[-1]["buffers_gb"],
+                "update_s_min": min(r["update_s"] for r in rows), **_quartiles([r["update_s"] for r in rows]),
+                "buffers_gb": rows[-1]["buffers_gb"],
                 "peak_update_gb": self.peak_extra}
+
+
+def _quartiles(update_s: list[float]) -> dict[str, float]:
+    """The middle half of the timed updates (a host that jitters widens it: on 2026-12-02 the same code gave MGS a
+    +2.9% median on one H200 host and +17.7% on another, with floors within 2.3% on both)."""
+    if len(update_s) < 2:
+        return {"update_s_q25": update_s[0], "update_s_q75": update_s[0]}
+    q25, _, q75 = statistics.quantiles(update_s, n=4, method="inclusive")
+    return {"update_s_q25": q25, "update_s_q75": q75}
 
 
 def profile_update(variant: "Variant", rep: int, top: int = 8) -> dict[str, Any]:
@@ -308,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.buffer_dtype}; median of {args.reps} updates after {args.warmup} warm-up")
     bases = {pack: min((r for r in results if r["kind"] == "mixed" and r["pack"] == pack),
                        key=lambda r: r["update_s"], default=None) for pack in packs}
-    print(f"{'variant':<22}{'mbs':>5}{'fwd tokens':>11}{'update ms':>11}{'vs mixed':>10}{'train ms':>10}"
+    print(f"{'variant':<22}{'mbs':>5}{'fwd tokens':>11}{'update ms':>11}{'vs mixed':>10}{'min ms':>9}{'q25-q75 ms':>14}"
+          f"{'train ms':>10}"
           f"{'surgery ms':>12}{'optim ms':>10}{'peak GB':>9}{'+GB':>8}{'buffers GB':>12}")
     for r in results:
         base = bases[r["pack"]]
@@ -316,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         peak = "-" if r["peak_update_gb"] is None else f"{r['peak_update_gb']:.3f}"
         extra = ("-" if r["peak_update_gb"] is None or not base or base["peak_update_gb"] is None
                  else f"{r['peak_update_gb'] - base['peak_update_gb']:+.3f}")
+        iqr = f"{1000 * r['update_s_q25']:.0f}-{1000 * r['update_s_q75']:.0f}"
         print(f"{r['variant']:<22}{r['micro_batches']:>5}{r['forward_tokens']:>11}{1000 * r['update_s']:>11.1f}{rel:>10}"
-              f"{1000 * r['train_s']:>10.1f}{1000 * r['surgery_s']:>12.2f}{1000 * r['optim_s']:>10.1f}{peak:>9}"
+              f"{1000 * r['update_s_min']:>9.1f}{iqr:>14}{1000 * r['train_s']:>10.1f}{1000 * r['surgery_s']:>12.2f}{1000 * r['optim_s']:>10.1f}{peak:>9}"
               f"{extra:>8}{r['buffers_gb']:>12.3f}")
     for pack, base in bases.items():
         if base is None or (len(budgets) == 1 and len(packs) == 1):
@@ -331,9 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         base = min(mixed_rows, key=lambda r: r["update_s"])
         for kind in dict.fromkeys(r["kind"] for r in results if r["kind"] != "mixed"):
             best = min((r for r in results if r["kind"] == kind), key=lambda r: r["update_s"])
+            floor = min((r for r in results if r["kind"] == kind), key=lambda r: r["update_s_min"])
+            floor_base = min(mixed_rows, key=lambda r: r["update_s_min"])
             print(f"best {kind} overall (padded or packed): {best['variant']} {1000 * best['update_s']:.1f} ms "
                   f"({100 * (best['update_s'] / base['update_s'] - 1):+.1f}% vs the best mixed overall, "
-                  f"{base['variant']} {1000 * base['update_s']:.1f} ms)")
+                  f"{base['variant']} {1000 * base['update_s']:.1f} ms); floors (fastest single update): "
+                  f"{floor['variant']} {1000 * floor['update_s_min']:.1f} ms vs {floor_base['variant']} "
+                  f"{1000 * floor_base['update_s_min']:.1f} ms, "
+                  f"{100 * (floor['update_s_min'] / floor_base['update_s_min'] - 1):+.1f}%")
     book = bookkeeping_ms(params, args.domains, BUFFER_DTYPES[args.buffer_dtype], reps=5)
     print(f"norm/finite bookkeeping of one MGS step (D={args.domains}, {len(params)} tensors): per-tensor host syncs "
           f"(before ac9d36c) {book['per_tensor']:.1f} ms, batched on device (now) {book['batched']:.1f} ms")
@@ -343,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.domains - 1} x {grad_gb:.3f} GB = {(args.domains - 1) * grad_gb:.3f} GB "
           f"(one gradient in the model dtype: {grad_gb:.3f} GB)")
     print("peak GB = peak allocated during one update minus what was allocated before it (CUDA only); "
-          "vs mixed = update time relative to Mixed RL; surgery = Gramians + weights + combine (+ per-domain norms)")
+          "vs mixed = median update time relative to Mixed RL's; min / q25-q75 = the fastest update and the middle half "
+          "(a wide middle half = a host that jitters: compare medians on one run only); surgery = Gramians + weights + combine (+ per-domain norms)")
     for prof in profiles:
         print(f"profile {prof['variant']}: {prof['micro_batches']} micro-batches, wall {prof['wall_ms']:.1f} ms "
               f"(profiled), GPU kernels {prof['gpu_kernel_ms']:.1f} ms, {prof['kernel_launches']} launches, "
