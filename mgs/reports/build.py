@@ -261,6 +261,15 @@ def _add(section: Section, stem: str, fig: Any, empty: str) -> None:
         section.figures.append((stem, _png(fig)))
 
 
+def _runs_title(runs: Sequence[RunDir]) -> str:
+    """`mixed seeds 0, 1, 2; mgs seed 0` -- each strategy once with its seeds, so a 27-run title stays a line."""
+    seeds: dict[str, list[int]] = {}
+    for run in runs:
+        seeds.setdefault(run.label, []).append(run.seed)
+    parts = [f"{label} seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))}" for label, ss in seeds.items()]
+    return (f"{len(runs)} runs: " if len(runs) > 1 else "") + "; ".join(parts)
+
+
 def _figure_stem(kind: str, shows: str, used: set[str]) -> str:
     """`kind_<slug of what the figure shows>` (a run folder's name, a strategy label), unique within the report.
     Named by content, not by position, so adding runs to a report leaves the other figures' files as they were."""
@@ -321,7 +330,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     sections, data = _sections(runs, single, paired_ref, paired_interval)
     if conclusion_text:
         sections.insert(1, Section("Conclusion", text=[p.strip() for p in conclusion_text.split("\n\n") if p.strip()]))
-    title = "MGS report: " + ", ".join(plots.run_name(r) for r in runs)
+    title = "MGS report: " + _runs_title(runs)
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
     written: list[str] = []

@@ -101,3 +101,12 @@ def test_curves_are_drawn_per_strategy_as_the_seed_mean_with_a_min_max_band(tmp_
     ys = band.get_paths()[0].vertices[:, 1]
     assert min(ys) == pytest.approx(min(min(a), min(b))) and max(ys) == pytest.approx(max(max(a), max(b)))
     assert a != b, "the fixture's seeds must differ for the mean to mean anything"
+
+
+def test_the_title_names_each_strategy_once_with_its_seeds(tmp_path):
+    runs = [write_fixture_run(tmp_path / f"mgs_s{s}", steps=2, seed=s, save_grads=False) for s in (0, 1)]
+    runs.append(write_fixture_run(tmp_path / "mixed", steps=2, seed=3, method="sum", strategy="mixed",
+                                  save_grads=False))
+    out = tmp_path / "report"
+    assert main(["report", *map(str, runs), "--out", str(out)]) == 0
+    assert (out / "report.md").read_text().splitlines()[0] == "# MGS report: 3 runs: mgs seeds 0, 1; mixed seed 3"
