@@ -37,10 +37,11 @@ def _grid(n: int, width: float = 5.0, height: float = 3.4) -> tuple[Figure, list
 Curve = tuple[Sequence[float], Sequence[float]]  # (optimizer steps, values)
 
 
-def strategy_curves(curves: Sequence[tuple[RunDir, Curve]]) -> list[tuple[str, str, list[float], list[float],
-                                                                          list[float], list[float]]]:
+def strategy_curves(curves: Sequence[tuple[RunDir, Curve]], geometric: bool = False
+                    ) -> list[tuple[str, str, list[float], list[float], list[float], list[float]]]:
     """Runs' curves pooled per strategy label, in first-seen order: (strategy label, legend name, steps, mean, min,
-    max) over the seeds that logged each step (min = max = mean for a single run)."""
+    max) over the seeds that logged each step (min = max = mean for a single run). `geometric`: the geometric mean
+    (for positive ratios drawn on a log scale, where the arithmetic mean leans to the largest seed)."""
     groups: dict[str, list[tuple[RunDir, Curve]]] = {}
     for run, curve in curves:
         groups.setdefault(run.label, []).append((run, curve))
@@ -52,8 +53,9 @@ def strategy_curves(curves: Sequence[tuple[RunDir, Curve]]) -> list[tuple[str, s
                 if math.isfinite(y):
                     at_step.setdefault(x, []).append(y)
         steps = sorted(at_step)
-        name = run_name(members[0][0]) if len(members) == 1 else f"{label} (mean of {len(members)} seeds)"
-        out.append((label, name, steps, [sum(at_step[x]) / len(at_step[x]) for x in steps],
+        name = run_name(members[0][0]) if len(members) == 1 else f"{label} ({'geometric ' if geometric else ''}mean of {len(members)} seeds)"
+        mean = ((lambda v: math.exp(sum(map(math.log, v)) / len(v))) if geometric else (lambda v: sum(v) / len(v)))
+        out.append((label, name, steps, [mean(at_step[x]) for x in steps],
                     [min(at_step[x]) for x in steps], [max(at_step[x]) for x in steps]))
     return out
 
@@ -64,8 +66,9 @@ def _colours(runs: Sequence[RunDir]) -> dict[str, Any]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
-def _draw_strategies(ax: Any, curves: Sequence[tuple[RunDir, Curve]], colours: dict[str, Any]) -> None:
-    for label, name, steps, mean, lo, hi in strategy_curves(curves):
+def _draw_strategies(ax: Any, curves: Sequence[tuple[RunDir, Curve]], colours: dict[str, Any],
+                     geometric: bool = False) -> None:
+    for label, name, steps, mean, lo, hi in strategy_curves(curves, geometric):
         if steps:
             ax.plot(steps, mean, marker=".", color=colours[label], label=name)
             if lo != hi:
@@ -118,7 +121,7 @@ def _pair_panels(runs: Sequence[RunDir], attr: str, ylabel: str, title: str, log
                        if math.isfinite(y) and (y > 0 or not log_y)]
                 if pts:
                     curves.append((run, tuple(zip(*pts))))
-        _draw_strategies(ax, curves, colours)
+        _draw_strategies(ax, curves, colours, geometric=log_y)
         if attr == "cos":
             ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         if log_y:

@@ -110,3 +110,15 @@ def test_the_title_names_each_strategy_once_with_its_seeds(tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, runs), "--out", str(out)]) == 0
     assert (out / "report.md").read_text().splitlines()[0] == "# MGS report: 3 runs: mgs seeds 0, 1; mixed seed 3"
+
+
+def test_ratio_curves_on_a_log_scale_pool_seeds_by_the_geometric_mean(tmp_path):
+    from mgs.diagnostics.rundir import RunDir
+    from mgs.reports import plots
+
+    runs = [RunDir(write_fixture_run(tmp_path / f"mgs_s{s}", steps=3, seed=s, save_grads=False)) for s in (0, 1)]
+    curves = [(run, ([1, 2], [r, 4 * r])) for run, r in zip(runs, (1.0, 4.0))]
+    (_, _, steps, mean, lo, hi), = plots.strategy_curves(curves, geometric=True)
+    assert steps == [1, 2] and mean == pytest.approx([2.0, 8.0]) and lo == [1.0, 4.0] and hi == [4.0, 16.0]
+    (_, _, _, arith, _, _), = plots.strategy_curves(curves)
+    assert arith == pytest.approx([2.5, 10.0])
