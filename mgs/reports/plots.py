@@ -53,7 +53,8 @@ def strategy_curves(curves: Sequence[tuple[RunDir, Curve]], geometric: bool = Fa
                 if math.isfinite(y):
                     at_step.setdefault(x, []).append(y)
         steps = sorted(at_step)
-        name = run_name(members[0][0]) if len(members) == 1 else f"{label} ({'geometric ' if geometric else ''}mean of {len(members)} seeds)"
+        kind = "geometric mean" if geometric else "mean"
+        name = run_name(members[0][0]) if len(members) == 1 else f"{label} ({kind} of {len(members)} seeds)"
         mean = ((lambda v: math.exp(sum(map(math.log, v)) / len(v))) if geometric else (lambda v: sum(v) / len(v)))
         out.append((label, name, steps, [mean(at_step[x]) for x in steps],
                     [min(at_step[x]) for x in steps], [max(at_step[x]) for x in steps]))
