@@ -254,7 +254,7 @@ def evaluate_model(
     policy.model.eval()
     from mgs.rl.rollout import ROLLOUT_BACKENDS
 
-    on_cuda = next(policy.model.parameters()).device.type == "cuda"
+    on_cuda = policy.device.type == "cuda"
     if settings.batch_size is None:
         settings = SuiteSettings(**{**settings.__dict__, "batch_size": 256 if on_cuda else 16})
     backend = ROLLOUT_BACKENDS.get("auto")(policy.model, policy.tokenizer, compile=settings.compile)

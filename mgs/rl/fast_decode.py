@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from mgs.rl.model import model_device
 from mgs.rl.rollout import (
     ROLLOUT_BACKENDS, Completion, HFGenerateBackend, _round_up, check_generate_args, left_pad, to_completions,
 )
@@ -70,7 +71,7 @@ class GraphDecodeBackend:
         check_every: int = 16,
         reuse_rows: bool | None = None,
     ) -> None:
-        device = next(model.parameters()).device
+        device = model_device(model)
         on_cuda = device.type == "cuda"
         if check_every <= 0 or (max_batch_size is not None and max_batch_size <= 0):
             raise ValueError(f"check_every and max_batch_size must be positive, got {check_every}, {max_batch_size}")
@@ -213,6 +214,6 @@ def auto_backend(model: torch.nn.Module, tokenizer: Any, *, compile: bool | None
     """The fastest backend for the model's device: "graph" on CUDA (profiled on an H100, SmolLM2-135M bf16, 512 rows:
     6.4 ms per decode step vs 9.4 ms for compiled `generate`; docs/performance.md), "hf" elsewhere (on CPU the
     dynamic-cache `generate` needs no warm-up)."""
-    on_cuda = next(model.parameters()).device.type == "cuda"
+    on_cuda = model_device(model).type == "cuda"
     cls = GraphDecodeBackend if on_cuda else HFGenerateBackend
     return cls(model, tokenizer, compile=compile, max_batch_size=max_batch_size)

@@ -23,6 +23,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from mgs.rl.attention import no_packed_sequence_inference
+from mgs.rl.model import model_device
 from mgs.rl.rollout import Completion
 
 
@@ -37,12 +38,6 @@ def _body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Mo
             "get_output_embeddings); token_logprobs needs an HF causal LM"
         )
     return body, head
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    """Where the model computes (its first parameter's device; a DTensor reports its local device)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _wrapped(model: torch.nn.Module) -> bool:
@@ -284,7 +279,7 @@ def token_logprobs(
     if chunk_tokens <= 0:
         raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
     B = input_ids.shape[0]
-    device = _model_device(model)
+    device = model_device(model)
     use_forward = via_forward if via_forward is not None else _wrapped(model)
     if use_forward and packed:
         packed = False  # DDP / FSDP2 models keep padding

@@ -27,6 +27,13 @@ import torch
 
 from mgs.registry import Registry
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model computes: its first parameter's device (a DTensor reports its local device); CPU for a model
+    without parameters."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -61,7 +68,7 @@ class Policy:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
 
 # ----------------------------------------------------------------------------------------------------------- aliases

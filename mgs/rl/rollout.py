@@ -18,6 +18,7 @@ from typing import Any, Protocol, Sequence
 import torch
 
 from mgs.registry import Registry
+from mgs.rl.model import model_device
 
 
 @dataclass
@@ -119,7 +120,7 @@ class HFGenerateBackend:
         length_multiple: int | None = None,
         kv_memory_fraction: float = 0.3,
     ) -> None:
-        on_cuda = self._device(model).type == "cuda"
+        on_cuda = model_device(model).type == "cuda"
         self.auto_batch = max_batch_size is None and on_cuda
         max_batch_size = max_batch_size or (self.MAX_AUTO_ROWS if on_cuda else 32)
         if max_batch_size <= 0:
@@ -141,10 +142,6 @@ class HFGenerateBackend:
             raise ValueError("tokenizer has no pad token; load the policy with mgs.rl.model.load_policy")
         self.eos_ids = self._eos_ids(model, tokenizer)
         self._max_cache_len = 0  # grows only: keeps the static cache (and compiled graphs) stable across calls
-
-    @staticmethod
-    def _device(model: torch.nn.Module) -> torch.device:
-        return next(model.parameters()).device
 
     @staticmethod
     def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:
@@ -235,7 +232,7 @@ class HFGenerateBackend:
         if not prompt_ids:
             return []
         rows = [p for p in range(len(prompt_ids)) for _ in range(num_samples)]  # row -> prompt index
-        device = self._device(self.model)
+        device = model_device(self.model)
         generated: list[list[int] | None] = [None] * len(rows)
         was_training = self.model.training
         self.model.eval()

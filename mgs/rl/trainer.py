@@ -150,10 +150,6 @@ def micro_batching(train_cfg, on_cuda: bool) -> tuple[int, str]:
     return (auto_size if unit == auto_unit else AUTO_MICRO_BATCH[unit == "tokens"][0]), unit
 
 
-def _on_cuda(model: torch.nn.Module) -> bool:
-    return next(model.parameters()).device.type == "cuda"
-
-
 def resolve_compile(setting: str, on_cuda: bool, distributed: bool, checkpointing: bool = False) -> bool:
     """train.compile -> whether the training forward's layers are compiled: "auto" = single-process CUDA runs only
     (CPU compile costs more than it saves on a short run; DDP/FSDP2 models take the wrapped `via_forward` path);
@@ -313,7 +309,7 @@ class Run:
         self.domains = domains if domains is not None else {
             (d.name or d.kind): build_domain(d.kind, d.name or d.kind, **d.params) for d in cfg.domains}
         self.order = [d.name or d.kind for d in cfg.domains]  # the fixed domain order of every step
-        if _on_cuda(self.policy.model):  # optional Domain.warm(): start reward workers before step 1 is timed
+        if self.policy.device.type == "cuda":  # optional Domain.warm(): start reward workers before step 1 is timed
             for domain in self.domains.values():
                 getattr(domain, "warm", lambda: None)()
         self.streams: dict[str, DomainStream] = {}
